@@ -99,6 +99,92 @@ pub struct SentrySettings {
     pub request_timeout: Duration,
 }
 
+/// The OTLP wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OtlpProtocol {
+    /// gRPC (Jaeger and Collectors listen on 4317).
+    Grpc,
+    /// Protobuf over HTTP (port 4318, path `/v1/traces`).
+    HttpProtobuf,
+    /// JSON over HTTP (port 4318, path `/v1/traces`).
+    HttpJson,
+}
+
+impl OtlpProtocol {
+    const EXPECTED: &'static str = "one of `grpc`, `http/protobuf`, `http/json`";
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            "http/json" => Some(Self::HttpJson),
+            _ => None,
+        }
+    }
+}
+
+/// The root decision of a sampler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum SamplerKind {
+    /// Sample every trace.
+    AlwaysOn,
+    /// Sample no trace.
+    AlwaysOff,
+    /// Sample this share of traces, decided from the trace id.
+    TraceIdRatio(f64),
+}
+
+/// A sampler: a root decision, optionally deferring to the parent's decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Sampler {
+    /// Decision for spans without a parent (or every span when not parent-based).
+    pub root: SamplerKind,
+    /// Whether a parent's sampled flag decides for its children.
+    pub parent_based: bool,
+}
+
+impl Sampler {
+    /// A sampler from its parts.
+    pub fn new(root: SamplerKind, parent_based: bool) -> Self {
+        Sampler { root, parent_based }
+    }
+}
+
+/// Batching of span exports (`OTEL_BSP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchSettings {
+    /// Time between two exports.
+    pub schedule_delay: Duration,
+    /// Time one batch export may take.
+    pub export_timeout: Duration,
+    /// Spans queued before new ones are dropped.
+    pub max_queue_size: usize,
+    /// Spans per export request.
+    pub max_export_batch_size: usize,
+}
+
+/// Settings of the OTLP backend, resolved and validated.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OtlpSettings {
+    /// The URL exports go to: for HTTP the full `/v1/traces` URL, for gRPC the base URL.
+    pub endpoint: String,
+    /// The wire protocol.
+    pub protocol: OtlpProtocol,
+    /// Headers sent with every export. Never log their values.
+    pub headers: Vec<(String, String)>,
+    /// Timeout of one export request.
+    pub timeout: Duration,
+    /// The sampler.
+    pub sampler: Sampler,
+    /// Batching.
+    pub batch: BatchSettings,
+}
+
 /// A parsed Sentry DSN: `SCHEME://PUBLIC_KEY@HOST[:PORT]/[PATH/]PROJECT_ID`.
 ///
 /// Its `Debug` output masks the public key, so it can be logged.
@@ -223,6 +309,11 @@ pub struct Config {
     log_format: Option<LogFormat>,
     console: Option<bool>,
     sdk_disabled: Option<bool>,
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<OtlpProtocol>,
+    otlp_headers: Option<Vec<(String, String)>>,
+    otlp_timeout: Option<Duration>,
+    sampler: Option<Sampler>,
 }
 
 /// The outcome of [`Config::resolve`]: usable settings plus every problem found on the way.
@@ -234,6 +325,11 @@ pub struct Resolved {
     /// Sentry's settings, or `None` when Sentry is off (no DSN, `OTEL_SDK_DISABLED`, or an invalid
     /// DSN, which is then in `errors`).
     pub sentry: Option<SentrySettings>,
+    /// OTLP's settings, or `None` when OTLP is off (no endpoint, `OTEL_TRACES_EXPORTER=none`,
+    /// `OTEL_SDK_DISABLED`, or an invalid OTLP setting, which is then in `errors`).
+    pub otlp: Option<OtlpSettings>,
+    /// The header formats to inject on outgoing requests (`OTEL_PROPAGATORS`).
+    pub propagators: Vec<String>,
     /// Every invalid value, in the order found.
     pub errors: Vec<InitError>,
 }
@@ -323,6 +419,28 @@ impl Config {
     setter!(
         /// Turns every export off while keeping console logging, like `OTEL_SDK_DISABLED=true`.
         sdk_disabled: bool => sdk_disabled);
+    setter!(
+        /// Base URL of the OTLP receiver; turns OTLP on. Wins over the `OTEL_EXPORTER_OTLP_*ENDPOINT`
+        /// variables. For HTTP, `/v1/traces` is appended unless the URL already has a path.
+        otlp_endpoint: String => otlp_endpoint);
+    setter!(
+        /// The OTLP protocol. Wins over `OTEL_EXPORTER_OTLP_PROTOCOL`.
+        otlp_protocol: OtlpProtocol => otlp_protocol);
+    setter!(
+        /// Timeout of one OTLP export request.
+        otlp_timeout: Duration => otlp_timeout);
+    setter!(
+        /// The sampler. Wins over `OTEL_TRACES_SAMPLER`.
+        sampler: Sampler => sampler);
+
+    /// Headers sent with every OTLP export (e.g. an API key). Wins over `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub fn otlp_headers<K: Into<String>, V: Into<String>>(
+        mut self,
+        headers: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.otlp_headers = Some(headers.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self
+    }
 
     /// A variable from the snapshot, trimmed; empty counts as unset.
     fn var(&self, name: &'static str) -> Option<&str> {
@@ -335,7 +453,9 @@ impl Config {
         let mut errors = Vec::new();
         let settings = self.resolve_common(&mut errors);
         let sentry = self.resolve_sentry(&settings, &mut errors);
-        Resolved { settings, sentry, errors }
+        let otlp = self.resolve_otlp(&settings, &mut errors);
+        let propagators = self.resolve_propagators(&mut errors);
+        Resolved { settings, sentry, otlp, propagators, errors }
     }
 
     fn resolve_common(&self, errors: &mut Vec<InitError>) -> Settings {
@@ -428,6 +548,7 @@ impl Config {
             Some(dsn) => (dsn.trim(), Source::Builder("sentry_dsn")),
             None => (self.var("SENTRY_DSN").unwrap_or(""), Source::Env("SENTRY_DSN")),
         };
+        let errors_before = errors.len();
         let sample_rate = self.rate(self.sample_rate, "sample_rate", "SENTRY_SAMPLE_RATE", 1.0, errors);
         let traces_sample_rate = self.rate(
             self.traces_sample_rate,
@@ -453,7 +574,8 @@ impl Config {
             .or_else(|| self.millis_var("SENTRY_TIMEOUT", errors))
             .unwrap_or(Duration::from_secs(5));
 
-        if raw.is_empty() || settings.sdk_disabled {
+        if raw.is_empty() || settings.sdk_disabled || errors.len() > errors_before {
+            // An invalid Sentry setting switches Sentry off rather than run it half-configured.
             return None;
         }
         let Some(dsn) = Dsn::parse(raw) else {
@@ -469,6 +591,167 @@ impl Config {
             queue_size,
             request_timeout,
         })
+    }
+
+    fn resolve_otlp(&self, settings: &Settings, errors: &mut Vec<InitError>) -> Option<OtlpSettings> {
+        let errors_before = errors.len();
+        let exporter_on = match self.var("OTEL_TRACES_EXPORTER") {
+            None | Some("otlp") => true,
+            Some("none") => false,
+            Some(raw) => {
+                errors.push(InitError::invalid(
+                    Source::Env("OTEL_TRACES_EXPORTER"),
+                    raw,
+                    "`otlp` or `none`",
+                ));
+                false
+            }
+        };
+        let protocol = self.otlp_protocol.or_else(|| {
+            let var = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
+                .into_iter()
+                .find(|v| self.var(v).is_some())?;
+            let raw = self.var(var)?;
+            OtlpProtocol::parse(raw).or_else(|| {
+                errors.push(InitError::invalid(Source::Env(var), raw, OtlpProtocol::EXPECTED));
+                None
+            })
+        });
+        let protocol = protocol.unwrap_or(OtlpProtocol::HttpProtobuf);
+        // (value, where it came from, whether it is a base URL that needs the signal path)
+        let endpoint = match &self.otlp_endpoint {
+            Some(e) => Some((e.clone(), Source::Builder("otlp_endpoint"), true)),
+            None => match self.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+                Some(e) => Some((e.to_owned(), Source::Env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), false)),
+                None => self
+                    .var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .map(|e| (e.to_owned(), Source::Env("OTEL_EXPORTER_OTLP_ENDPOINT"), true)),
+            },
+        };
+        let endpoint = endpoint.and_then(|(raw, source, is_base)| {
+            match valid_http_url(&raw) {
+                Some(has_path) => Some(match protocol {
+                    OtlpProtocol::Grpc => raw,
+                    _ if is_base && !has_path => format!("{}/v1/traces", raw.trim_end_matches('/')),
+                    _ if is_base && matches!(source, Source::Env(_)) => {
+                        format!("{}/v1/traces", raw.trim_end_matches('/'))
+                    }
+                    _ => raw,
+                }),
+                None => {
+                    errors.push(InitError::invalid(
+                        source,
+                        crate::redact_dsn(&raw),
+                        "an http:// or https:// URL such as http://localhost:4317",
+                    ));
+                    None
+                }
+            }
+        });
+        let mut headers = Vec::new();
+        if let Some(h) = &self.otlp_headers {
+            headers = h.clone();
+        } else {
+            for var in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+                let Some(raw) = self.var(var) else { continue };
+                match parse_key_values(raw) {
+                    Some(kv) => {
+                        for (k, v) in kv {
+                            headers.retain(|(hk, _): &(String, String)| !hk.eq_ignore_ascii_case(&k));
+                            headers.push((k, v));
+                        }
+                    }
+                    None => errors.push(InitError::invalid(
+                        Source::Env(var),
+                        // Header values are secrets (API keys): show only the keys' shape.
+                        crate::redact_secret_value(raw),
+                        "comma-separated key=value pairs with percent-encoded values",
+                    )),
+                }
+            }
+        }
+        let timeout = self
+            .otlp_timeout
+            .or_else(|| self.millis_var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", errors))
+            .or_else(|| self.millis_var("OTEL_EXPORTER_OTLP_TIMEOUT", errors))
+            .unwrap_or(Duration::from_secs(10));
+        let sampler = self.sampler.unwrap_or_else(|| self.resolve_sampler(errors));
+        let max_queue_size = self.count_var("OTEL_BSP_MAX_QUEUE_SIZE", errors).unwrap_or(2048).max(1);
+        let batch = BatchSettings {
+            schedule_delay: self
+                .millis_var("OTEL_BSP_SCHEDULE_DELAY", errors)
+                .unwrap_or(Duration::from_millis(5000)),
+            export_timeout: self
+                .millis_var("OTEL_BSP_EXPORT_TIMEOUT", errors)
+                .unwrap_or(Duration::from_millis(30000)),
+            max_queue_size,
+            max_export_batch_size: self
+                .count_var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", errors)
+                .unwrap_or(512)
+                .clamp(1, max_queue_size),
+        };
+        if !exporter_on || settings.sdk_disabled || errors.len() > errors_before {
+            return None;
+        }
+        Some(OtlpSettings { endpoint: endpoint?, protocol, headers, timeout, sampler, batch })
+    }
+
+    fn resolve_sampler(&self, errors: &mut Vec<InitError>) -> Sampler {
+        let default = Sampler::new(SamplerKind::AlwaysOn, true);
+        let mut ratio = || -> f64 {
+            match self.var("OTEL_TRACES_SAMPLER_ARG") {
+                None => 1.0,
+                Some(raw) => match raw.parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => r,
+                    _ => {
+                        errors.push(InitError::invalid(
+                            Source::Env("OTEL_TRACES_SAMPLER_ARG"),
+                            raw,
+                            "a number from 0.0 to 1.0",
+                        ));
+                        1.0
+                    }
+                },
+            }
+        };
+        let Some(raw) = self.var("OTEL_TRACES_SAMPLER") else { return default };
+        let (kind, parent_based) = match raw {
+            "always_on" => (SamplerKind::AlwaysOn, false),
+            "always_off" => (SamplerKind::AlwaysOff, false),
+            "traceidratio" => (SamplerKind::TraceIdRatio(ratio()), false),
+            "parentbased_always_on" => (SamplerKind::AlwaysOn, true),
+            "parentbased_always_off" => (SamplerKind::AlwaysOff, true),
+            "parentbased_traceidratio" => (SamplerKind::TraceIdRatio(ratio()), true),
+            _ => {
+                errors.push(InitError::invalid(
+                    Source::Env("OTEL_TRACES_SAMPLER"),
+                    raw,
+                    "one of always_on, always_off, traceidratio, parentbased_always_on, \
+                     parentbased_always_off, parentbased_traceidratio",
+                ));
+                return default;
+            }
+        };
+        Sampler::new(kind, parent_based)
+    }
+
+    fn resolve_propagators(&self, errors: &mut Vec<InitError>) -> Vec<String> {
+        const KNOWN: &[&str] = &["tracecontext", "baggage", "sentry", "jaeger", "none"];
+        let default = || ["tracecontext", "baggage", "sentry"].map(String::from).to_vec();
+        let Some(raw) = self.var("OTEL_PROPAGATORS") else { return default() };
+        let list: Vec<String> = raw.split(',').map(|p| p.trim().to_ascii_lowercase()).filter(|p| !p.is_empty()).collect();
+        if let Some(bad) = list.iter().find(|p| !KNOWN.contains(&p.as_str())) {
+            errors.push(InitError::invalid(
+                Source::Env("OTEL_PROPAGATORS"),
+                raw,
+                format!("a comma-separated list of {} (`{bad}` is not supported)", KNOWN.join(", ")),
+            ));
+            return default();
+        }
+        if list.iter().any(|p| p == "none") {
+            return Vec::new();
+        }
+        list
     }
 
     fn rate(
@@ -530,6 +813,25 @@ impl Config {
             None
         })
     }
+}
+
+/// `Some(has_path)` when `raw` is an `http://` or `https://` URL with a host; `has_path` tells
+/// whether it has a path beyond `/`.
+fn valid_http_url(raw: &str) -> Option<bool> {
+    let rest = raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_ok = match host.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && !port.contains(']') => port.parse::<u16>().is_ok(),
+        _ => !host.is_empty(),
+    };
+    if !host_ok || raw.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(path.trim_end_matches('/').len() > 0)
 }
 
 /// `unknown_service:<executable name>`, the OpenTelemetry default.
@@ -644,7 +946,8 @@ mod tests {
     fn sample_rates_must_be_in_range() {
         let dsn = ("SENTRY_DSN", "https://abc@h/1");
         let r = resolve(&[dsn, ("SENTRY_SAMPLE_RATE", "1.5")], |c| c);
-        assert_eq!(r.sentry.unwrap().sample_rate, 1.0);
+        assert!(r.sentry.is_none(), "an invalid Sentry setting switches Sentry off");
+        assert_eq!(resolve(&[dsn, ("SENTRY_SAMPLE_RATE", "0.25")], |c| c).sentry.unwrap().sample_rate, 0.25);
         assert_eq!(
             r.errors,
             vec![InitError::invalid(Source::Env("SENTRY_SAMPLE_RATE"), "1.5", "a number from 0.0 to 1.0")]
@@ -685,6 +988,68 @@ mod tests {
             assert!(Dsn::parse(bad).is_none(), "{bad}");
         }
         assert!(!format!("{:?}", Dsn::parse("https://topsecret@h/1").unwrap()).contains("topsecret"));
+    }
+
+    #[test]
+    fn otlp_endpoints_protocols_and_errors() {
+        assert!(resolve(&[], |c| c).otlp.is_none(), "no endpoint, no OTLP");
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        let o = resolve(&[base], |c| c).otlp.unwrap();
+        assert_eq!((o.endpoint.as_str(), o.protocol), ("http://127.0.0.1:4318/v1/traces", OtlpProtocol::HttpProtobuf));
+        let o = resolve(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], |c| c).otlp.unwrap();
+        assert_eq!((o.endpoint.as_str(), o.protocol), ("http://127.0.0.1:4318", OtlpProtocol::Grpc));
+        let signal = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h:1/custom");
+        assert_eq!(resolve(&[base, signal], |c| c).otlp.unwrap().endpoint, "http://h:1/custom");
+        assert_eq!(
+            resolve(&[base, signal], |c| c.otlp_endpoint("http://b:2")).otlp.unwrap().endpoint,
+            "http://b:2/v1/traces"
+        );
+        assert!(resolve(&[base, ("OTEL_TRACES_EXPORTER", "none")], |c| c).otlp.is_none());
+        assert!(resolve(&[base, ("OTEL_SDK_DISABLED", "true")], |c| c).otlp.is_none());
+
+        let r = resolve(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")], |c| c);
+        assert!(r.otlp.is_none());
+        assert!(r.errors[0].to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL") && r.errors[0].to_string().contains("thrift"));
+        let r = resolve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317")], |c| c);
+        assert!(r.otlp.is_none());
+        assert!(r.errors[0].to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let r = resolve(&[base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")], |c| c);
+        assert!(r.errors[0].to_string().contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
+    }
+
+    #[test]
+    fn otlp_headers_never_echo_values() {
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318");
+        let o = resolve(&[base, ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr%3Dt,x=1"), ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x=2")], |c| c).otlp.unwrap();
+        assert_eq!(o.headers, vec![("api-key".into(), "s3cr=t".into()), ("x".into(), "2".into())]);
+        let r = resolve(&[base, ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=topsecret,broken")], |c| c);
+        let msg = r.errors[0].to_string();
+        assert!(msg.contains("OTEL_EXPORTER_OTLP_HEADERS") && !msg.contains("topsecret"), "{msg}");
+    }
+
+    #[test]
+    fn samplers() {
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318");
+        let s = |vars: &[(&str, &str)]| resolve(vars, |c| c).otlp.map(|o| o.sampler);
+        assert_eq!(s(&[base]), Some(Sampler::new(SamplerKind::AlwaysOn, true)));
+        assert_eq!(
+            s(&[base, ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.1")]),
+            Some(Sampler::new(SamplerKind::TraceIdRatio(0.1), true))
+        );
+        assert_eq!(s(&[base, ("OTEL_TRACES_SAMPLER", "always_off")]), Some(Sampler::new(SamplerKind::AlwaysOff, false)));
+        let r = resolve(&[base, ("OTEL_TRACES_SAMPLER", "sometimes")], |c| c);
+        assert!(r.otlp.is_none() && r.errors[0].to_string().contains("OTEL_TRACES_SAMPLER"));
+        let r = resolve(&[base, ("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")], |c| c);
+        assert!(r.errors[0].to_string().contains("OTEL_TRACES_SAMPLER_ARG"));
+    }
+
+    #[test]
+    fn propagators() {
+        assert_eq!(resolve(&[], |c| c).propagators, vec!["tracecontext", "baggage", "sentry"]);
+        assert_eq!(resolve(&[("OTEL_PROPAGATORS", "tracecontext,jaeger")], |c| c).propagators, vec!["tracecontext", "jaeger"]);
+        assert!(resolve(&[("OTEL_PROPAGATORS", "none")], |c| c).propagators.is_empty());
+        let r = resolve(&[("OTEL_PROPAGATORS", "b3")], |c| c);
+        assert!(r.errors[0].to_string().contains("`b3` is not supported"));
     }
 
     #[test]

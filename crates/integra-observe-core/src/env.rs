@@ -41,6 +41,22 @@ vars! {
     "SENTRY_MAX_BREADCRUMBS", "Breadcrumbs kept per scope and sent with an error.", "`100`", "`50`";
     "SENTRY_QUEUE_SIZE", "Envelopes the Sentry transport queues before it drops (and counts) new ones.", "`100`", "`500`";
     "SENTRY_TIMEOUT", "Milliseconds one request to Sentry may take.", "`5000`", "`2000`";
+    "OTEL_TRACES_EXPORTER", "`otlp` or `none`. `none` turns the OTLP backend off.", "`otlp`", "`none`";
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "Base URL of the OTLP receiver (Jaeger, a Collector). Setting it turns the OTLP backend on; for HTTP, `/v1/traces` is appended.", "unset (OTLP off)", "`http://jaeger-collector:4317`";
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "Full URL for traces, used as given. Wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.", "unset", "`http://jaeger-collector:4318/v1/traces`";
+    "OTEL_EXPORTER_OTLP_PROTOCOL", "`grpc`, `http/protobuf` or `http/json`.", "`http/protobuf`", "`grpc`";
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "Protocol for traces. Wins over `OTEL_EXPORTER_OTLP_PROTOCOL`.", "unset", "`http/json`";
+    "OTEL_EXPORTER_OTLP_HEADERS", "Headers sent with every export, `key=value` pairs, values percent-encoded. Never logged.", "none", "`authorization=Bearer%20abc`";
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "Headers for trace exports; added to (and winning over) `OTEL_EXPORTER_OTLP_HEADERS`.", "none", "`x-tenant=blue`";
+    "OTEL_EXPORTER_OTLP_TIMEOUT", "Milliseconds one export request may take.", "`10000`", "`5000`";
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "Timeout for trace exports. Wins over `OTEL_EXPORTER_OTLP_TIMEOUT`.", "unset", "`3000`";
+    "OTEL_TRACES_SAMPLER", "`always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off` or `parentbased_traceidratio`.", "`parentbased_always_on`", "`parentbased_traceidratio`";
+    "OTEL_TRACES_SAMPLER_ARG", "The ratio, 0.0 to 1.0, for the `*traceidratio` samplers.", "`1.0`", "`0.25`";
+    "OTEL_BSP_SCHEDULE_DELAY", "Milliseconds between two batch exports.", "`5000`", "`1000`";
+    "OTEL_BSP_EXPORT_TIMEOUT", "Milliseconds a batch export may take.", "`30000`", "`10000`";
+    "OTEL_BSP_MAX_QUEUE_SIZE", "Spans queued before new ones are dropped (and counted).", "`2048`", "`8192`";
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "Spans per export request, at most the queue size.", "`512`", "`1024`";
+    "OTEL_PROPAGATORS", "Header formats injected on outgoing requests: `tracecontext`, `baggage`, `sentry`, `jaeger`, or `none`.", "`tracecontext,baggage,sentry`", "`tracecontext,baggage,jaeger`";
 }
 
 impl EnvVar {

@@ -7,13 +7,15 @@ mod env;
 mod error;
 mod ids;
 mod redact;
+mod stats;
 
 pub use bridge::{ActiveSpan, ErrorInfo};
 pub use config::{
-    parse_key_values, percent_decode, Config, Dsn, LogFormat, LogSettings, Resolved, SentrySettings,
-    ServiceInfo, Settings,
+    parse_key_values, percent_decode, BatchSettings, Config, Dsn, LogFormat, LogSettings, OtlpProtocol,
+    OtlpSettings, Resolved, Sampler, SamplerKind, SentrySettings, ServiceInfo, Settings,
 };
 pub use env::{EnvVar, ENV_VARS};
 pub use error::{InitError, Source};
 pub use ids::{SpanContext, SpanId, TraceId};
 pub use redact::{redact_dsn, redact_secret_value};
+pub use stats::{Counters, DropReason, Stats};

@@ -1,0 +1,260 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod ratelimit;
+mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use integra_observe_core::{
+    ActiveSpan, Counters, ErrorInfo, InitError, SentrySettings, ServiceInfo, Stats,
+};
+use sentry::protocol::{Context, Event, TraceContext, Value};
+use sentry::ClientOptions;
+use tracing::Level;
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+pub use transport::{HttpTransport, HttpTransportFactory};
+
+/// The Sentry SDK this backend is built on, for scopes, users and manual captures.
+pub use sentry;
+
+/// The context sentry-tracing stores an event's fields in.
+const FIELDS_CONTEXT: &str = "Rust Tracing Fields";
+/// Sentry's limit for a tag value.
+const MAX_TAG_LEN: usize = 200;
+
+/// A running Sentry client: flush, shut down and read its counters.
+pub struct SentryBackend {
+    client: Arc<sentry::Client>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for SentryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentryBackend").field("stats", &self.stats()).finish()
+    }
+}
+
+/// Starts the Sentry client and binds it to the main hub.
+///
+/// `active_span` is given when OpenTelemetry owns span identity: events then take the ids of the
+/// active OpenTelemetry span, and that span gets the event id. Without it Sentry's own span ids
+/// (from [`layer`]'s span layer) are used.
+pub fn init(
+    settings: &SentrySettings,
+    service: &ServiceInfo,
+    shutdown_timeout: Duration,
+    active_span: Option<Arc<dyn ActiveSpan>>,
+) -> Result<SentryBackend, InitError> {
+    let counters = Arc::new(Counters::default());
+    let dsn = settings.dsn.as_str().parse::<sentry::types::Dsn>().map_err(|e| InitError::Backend {
+        backend: "sentry",
+        message: format!("the DSN was not accepted by the Sentry client: {e}"),
+    })?;
+    let factory = HttpTransportFactory {
+        dsn: settings.dsn.clone(),
+        queue_size: settings.queue_size,
+        request_timeout: settings.request_timeout,
+        counters: counters.clone(),
+    };
+    let mut options = client_options(settings, service, active_span);
+    options.dsn = Some(dsn);
+    options.shutdown_timeout = shutdown_timeout;
+    options.transport = Some(Arc::new(factory));
+    let client = Arc::new(sentry::Client::from(options));
+    sentry::Hub::main().bind_client(Some(client.clone()));
+    Ok(SentryBackend { client, counters })
+}
+
+impl SentryBackend {
+    /// Waits until queued envelopes are sent, at most `timeout`. `false` if time ran out.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.client.flush(Some(timeout))
+    }
+
+    /// Flushes and closes the client, at most `timeout`. Safe to call twice.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        self.client.close(Some(timeout))
+    }
+
+    /// Envelopes sent, dropped (by reason) so far.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+}
+
+/// Client options shared by the real client and the test capture: release, environment,
+/// sampling, PII, and the `before_send` hook that ties events to the active span.
+pub fn client_options(
+    settings: &SentrySettings,
+    service: &ServiceInfo,
+    active_span: Option<Arc<dyn ActiveSpan>>,
+) -> ClientOptions {
+    let mut options = ClientOptions::new()
+        .environment(service.environment.clone())
+        .maybe_release(service.release.clone())
+        .sample_rate(settings.sample_rate)
+        .traces_sample_rate(settings.traces_sample_rate)
+        .send_default_pii(settings.send_default_pii)
+        .max_breadcrumbs(settings.max_breadcrumbs)
+        .before_send(move |event| Some(before_send(event, active_span.as_deref())));
+    options.user_agent = format!("integra-observe/{}", env!("CARGO_PKG_VERSION")).into();
+    options
+}
+
+/// Runs on the thread that emitted the event, after the scope was applied.
+fn before_send(mut event: Event<'static>, active_span: Option<&dyn ActiveSpan>) -> Event<'static> {
+    promote_fields_to_tags(&mut event);
+    let Some(active_span) = active_span else { return event };
+    let Some(span) = active_span.current() else { return event };
+    let previous = match event.contexts.remove("trace") {
+        Some(Context::Trace(tc)) => *tc,
+        _ => TraceContext::default(),
+    };
+    let trace = TraceContext {
+        trace_id: span.trace_id.to_bytes().into(),
+        span_id: span.span_id.to_bytes().into(),
+        // The parent lives in the span backend; a stale Sentry parent would point nowhere.
+        parent_span_id: None,
+        ..previous
+    };
+    event.contexts.insert("trace".into(), Context::Trace(Box::new(trace)));
+    let exception = event.exception.values.last();
+    let message = event
+        .message
+        .clone()
+        .or_else(|| exception.and_then(|e| e.value.clone()))
+        .or_else(|| event.logentry.as_ref().map(|l| l.message.clone()))
+        .unwrap_or_default();
+    active_span.record_error(&ErrorInfo::new(
+        event.event_id.simple().to_string(),
+        message,
+        exception.map(|e| e.ty.clone()),
+    ));
+    event
+}
+
+/// Copies an event's scalar fields (as recorded by `error!(user.id = 42, ...)`) into tags, so they
+/// can be searched in Sentry. Explicit `tags.*` fields keep precedence.
+fn promote_fields_to_tags(event: &mut Event<'static>) {
+    let Some(Context::Other(fields)) = event.contexts.get(FIELDS_CONTEXT) else { return };
+    for (key, value) in fields {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        if key == "error" || text.is_empty() {
+            continue;
+        }
+        let text: String = text.chars().take(MAX_TAG_LEN).collect();
+        event.tags.entry(key.clone()).or_insert(text);
+    }
+}
+
+/// The `tracing` layers that feed Sentry: `INFO`/`WARN` events become breadcrumbs, `ERROR` events
+/// become Sentry events (with the error's type and source chain), and, when `with_spans` is true
+/// (Sentry owns span identity), spans become Sentry spans so that events carry their ids.
+pub fn layer<S>(with_spans: bool) -> impl Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    let breadcrumbs = sentry::integrations::tracing::BreadcrumbLayer::new().with_filter(filter_fn(|m| {
+        m.is_event() && matches!(*m.level(), Level::INFO | Level::WARN)
+    }));
+    let errors = sentry::integrations::tracing::ErrorLayer::new()
+        .enable_span_attributes()
+        .with_filter(LevelFilter::ERROR.or(filter_fn(|m| m.is_span())));
+    let spans = with_spans.then(sentry::integrations::tracing::SpanLayer::new);
+    // Spans first, so the error layer sees the Sentry span data of the span an event is in.
+    Layer::and_then(spans, breadcrumbs).and_then(errors)
+}
+
+/// Runs `f` with a local subscriber that has [`layer`] and a Sentry client capturing in memory,
+/// and returns the events `f` produced, exactly as they would be sent.
+///
+/// ```
+/// let events = integra_observe_sentry::with_captured_events(|| {
+///     let _span = tracing::info_span!("checkout").entered();
+///     tracing::warn!("low stock");
+///     tracing::error!(order.id = 7, "payment failed");
+/// });
+/// assert_eq!(events.len(), 1);
+/// assert_eq!(events[0].message.as_deref(), Some("payment failed"));
+/// assert_eq!(events[0].tags["order.id"], "7");
+/// assert_eq!(events[0].breadcrumbs[0].message.as_deref(), Some("low stock"));
+/// ```
+#[cfg(feature = "test")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test")))]
+pub fn with_captured_events<F: FnOnce()>(f: F) -> Vec<Event<'static>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    let settings = integra_observe_core::Config::new()
+        .sentry_dsn("https://public@127.0.0.1/1")
+        .traces_sample_rate(1.0_f32)
+        .resolve();
+    let (Some(sentry), service) = (settings.sentry, settings.settings.service) else {
+        return Vec::new();
+    };
+    let options = client_options(&sentry, &service, None);
+    let subscriber = tracing_subscriber::registry().with(layer(true));
+    sentry::test::with_captured_events_options(
+        || tracing::subscriber::with_default(subscriber, f),
+        options,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use integra_observe_core::{SpanContext, SpanId, TraceId};
+    use std::sync::Mutex;
+
+    struct FakeOtel(SpanContext, Mutex<Vec<ErrorInfo>>);
+    impl ActiveSpan for FakeOtel {
+        fn current(&self) -> Option<SpanContext> {
+            Some(self.0)
+        }
+        fn record_error(&self, error: &ErrorInfo) {
+            self.1.lock().unwrap().push(error.clone());
+        }
+    }
+
+    #[test]
+    fn before_send_takes_the_active_span_ids_and_reports_the_event_id() {
+        let sc = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            true,
+        );
+        let otel = FakeOtel(sc, Mutex::default());
+        let mut event = Event::new();
+        event.message = Some("boom".into());
+        let event = before_send(event, Some(&otel));
+        let Some(Context::Trace(tc)) = event.contexts.get("trace") else { panic!("no trace") };
+        assert_eq!(tc.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(tc.span_id.to_string(), "00f067aa0ba902b7");
+        let recorded = otel.1.lock().unwrap();
+        assert_eq!(recorded[0].event_id, event.event_id.simple().to_string());
+        assert_eq!(recorded[0].message, "boom");
+    }
+
+    #[test]
+    fn scalar_fields_become_tags() {
+        let mut event = Event::new();
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert("user.id".to_owned(), Value::from(42));
+        fields.insert("nested".to_owned(), serde_json::json!({"a": 1}));
+        fields.insert("long".to_owned(), Value::from("x".repeat(500)));
+        event.contexts.insert(FIELDS_CONTEXT.into(), Context::Other(fields));
+        event.tags.insert("user.id".into(), "explicit".into());
+        promote_fields_to_tags(&mut event);
+        assert_eq!(event.tags["user.id"], "explicit");
+        assert_eq!(event.tags["long"].len(), MAX_TAG_LEN);
+        assert!(!event.tags.contains_key("nested"));
+    }
+}

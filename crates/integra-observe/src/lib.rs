@@ -1,0 +1,81 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod guard;
+mod subscriber;
+
+pub use guard::{BackendStats, Guard};
+pub use integra_observe_core::{
+    Config, InitError, LogFormat, Source, SpanContext, SpanId, Stats, TraceId, ENV_VARS,
+};
+
+/// The backend crates, each behind the feature that brings it.
+pub mod backends {
+    /// The Sentry backend (feature `sentry`).
+    #[cfg(feature = "sentry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
+    pub use integra_observe_sentry as sentry;
+
+    /// The Sentry SDK itself (feature `sentry`), for scopes, users and manual captures.
+    #[cfg(feature = "sentry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
+    pub use integra_observe_sentry::sentry as sentry_sdk;
+}
+
+/// Test helpers that ship with the library (feature `test`): capture what your own
+/// instrumentation produces, in memory, and assert on it.
+#[cfg(feature = "test")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test")))]
+pub mod test {
+    pub use integra_observe_sentry::with_captured_events;
+}
+
+/// Starts integra-observe: console logging, and every backend that is compiled in and configured.
+/// Returns the first configuration error instead of starting, or
+/// [`InitError::AlreadyInitialized`] on a second call.
+///
+/// ```no_run
+/// # fn main() -> Result<(), integra_observe::InitError> {
+/// let _guard = integra_observe::try_init(
+///     integra_observe::Config::from_env().service_name("auth-worker"),
+/// )?;
+/// tracing::info!("ready");
+/// # Ok(()) }
+/// ```
+pub fn try_init(config: Config) -> Result<Guard, InitError> {
+    let resolved = config.resolve();
+    if let Some(error) = resolved.errors.first() {
+        return Err(error.clone());
+    }
+    subscriber::start(resolved).map(|(guard, _)| guard)
+}
+
+/// Starts integra-observe like [`try_init`], but never fails: an invalid setting is logged (with
+/// the variable, the value and the expected form) and its backend runs switched off, while the
+/// console keeps logging. On a second call it logs the error and returns a guard that does nothing.
+///
+/// ```no_run
+/// let _guard = integra_observe::init(integra_observe::Config::from_env().service_name("auth-worker"));
+/// let _span = tracing::info_span!("verify_user", user.id = 42).entered();
+/// tracing::warn!("token near expiry"); // a breadcrumb
+/// tracing::error!("verification failed"); // a Sentry event, in that span
+/// ```
+pub fn init(config: Config) -> Guard {
+    let resolved = config.resolve();
+    let errors = resolved.errors.clone();
+    match subscriber::start(resolved) {
+        Ok((guard, started)) => {
+            for error in &errors {
+                tracing::error!(target: "integra_observe", "{error}; that setting is ignored and its backend is off");
+            }
+            tracing::debug!(target: "integra_observe", backends = ?started, "integra-observe started");
+            guard
+        }
+        Err(error) => {
+            // No subscriber of ours is installed: log through whatever is there, and stderr.
+            tracing::error!(target: "integra_observe", "{error}");
+            eprintln!("integra-observe: {error}");
+            Guard::noop()
+        }
+    }
+}
