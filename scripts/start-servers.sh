@@ -173,9 +173,8 @@ _itest_bugsink_template() {
 }
 
 _itest_start_bugsink() {
-  local template dir="$_ITEST_TMP/bugsink" port token team created
+  local template dir="$_ITEST_TMP/bugsink" port=$_ITEST_PORT_BUGSINK token team created
   template=$(_itest_bugsink_template) || return 1
-  port=$(_itest_ports 1) || return 1
   mkdir -p "$dir" && cp "$template/db.sqlite3" "$template/snappea.sqlite3" "$dir/" || return 1
   _itest_bugsink_conf "$dir" "$port" || return 1
   # A fresh token per run: rewrite the template's single token row.
@@ -207,8 +206,7 @@ PY
 }
 
 _itest_spawn_otelite() {
-  local dir="$_ITEST_TMP/otelite" api grpc http
-  read -r api grpc http < <(_itest_ports 3) || return 1
+  local dir="$_ITEST_TMP/otelite" api=$_ITEST_PORT_OTELITE grpc=$_ITEST_PORT_GRPC http=$_ITEST_PORT_HTTP
   mkdir -p "$dir/data" "$dir/config" || return 1
   # XDG_CONFIG_HOME: otelite writes a config.toml on its first run; keep that out of the user's home.
   _itest_spawn otelite env XDG_CONFIG_HOME="$dir/config" NO_COLOR=1 RUST_LOG="${INTEGRA_TEST_OTELITE_LOG:-info}" \
@@ -258,6 +256,9 @@ _itest_start_servers() {
   _ITEST_TMP=$(mktemp -d -t integra-test-servers.XXXXXX) || return 1
   export INTEGRA_TEST_LOG_DIR="$_ITEST_TMP/logs"
   mkdir -p "$INTEGRA_TEST_LOG_DIR" || return 1
+  # All ports in one go, so that no two of them can coincide.
+  read -r _ITEST_PORT_BUGSINK _ITEST_PORT_OTELITE _ITEST_PORT_GRPC _ITEST_PORT_HTTP < <(_itest_ports 4) \
+    && [[ -n "$_ITEST_PORT_HTTP" ]] || { log "could not pick free ports"; return 1; }
   # Installs first (a cold otelite build takes ~12 min), then spawn otelite so that it boots while
   # Bugsink is being set up.
   if [[ "$want" == *" otelite "* ]]; then

@@ -6,7 +6,8 @@ mod subscriber;
 
 pub use guard::{BackendStats, Guard};
 pub use integra_observe_core::{
-    Config, InitError, LogFormat, Source, SpanContext, SpanId, Stats, TraceId, ENV_VARS,
+    Config, InitError, LogFormat, OtlpProtocol, Sampler, SamplerKind, Source, SpanContext, SpanId,
+    Stats, TraceId, ENV_VARS,
 };
 
 /// The backend crates, each behind the feature that brings it.
@@ -15,6 +16,11 @@ pub mod backends {
     #[cfg(feature = "sentry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
     pub use integra_observe_sentry as sentry;
+
+    /// The OTLP backend (feature `otlp`, or its alias `jaeger`).
+    #[cfg(feature = "otlp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+    pub use integra_observe_otlp as otlp;
 
     /// The Sentry SDK itself (feature `sentry`), for scopes, users and manual captures.
     #[cfg(feature = "sentry")]
@@ -47,7 +53,7 @@ pub fn try_init(config: Config) -> Result<Guard, InitError> {
     if let Some(error) = resolved.errors.first() {
         return Err(error.clone());
     }
-    subscriber::start(resolved).map(|(guard, _)| guard)
+    subscriber::start(resolved, true).map(|started| started.guard)
 }
 
 /// Starts integra-observe like [`try_init`], but never fails: an invalid setting is logged (with
@@ -63,13 +69,13 @@ pub fn try_init(config: Config) -> Result<Guard, InitError> {
 pub fn init(config: Config) -> Guard {
     let resolved = config.resolve();
     let errors = resolved.errors.clone();
-    match subscriber::start(resolved) {
-        Ok((guard, started)) => {
-            for error in &errors {
-                tracing::error!(target: "integra_observe", "{error}; that setting is ignored and its backend is off");
+    match subscriber::start(resolved, false) {
+        Ok(started) => {
+            for error in errors.iter().chain(&started.errors) {
+                tracing::error!(target: "integra_observe", "{error}; running with that backend off");
             }
-            tracing::debug!(target: "integra_observe", backends = ?started, "integra-observe started");
-            guard
+            tracing::debug!(target: "integra_observe", backends = ?started.backends, "integra-observe started");
+            started.guard
         }
         Err(error) => {
             // No subscriber of ours is installed: log through whatever is there, and stderr.

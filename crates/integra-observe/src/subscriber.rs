@@ -1,12 +1,13 @@
 //! Builds the one `tracing` subscriber: a global filter, then the console, then each backend.
 //!
 //! Every destination is an `Option<Layer>`, so a backend that is compiled out or switched off
-//! does not change the subscriber's type. This module must never panic: a backend that fails to
-//! start is reported and left out.
+//! does not change the subscriber's type. When OTLP is on it owns span identity and Sentry's own
+//! span layer stays off (it would mint a second identity). This module must never panic: a
+//! backend that fails to start is reported and, in lenient mode, left out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use integra_observe_core::{InitError, LogFormat, LogSettings, Resolved};
+use integra_observe_core::{InitError, LogFormat, LogSettings, Resolved, Source};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -17,58 +18,101 @@ static STARTED: AtomicBool = AtomicBool::new(false);
 type Base = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
 type BoxedLayer = Box<dyn Layer<Base> + Send + Sync>;
 
-/// Targets of the export stack itself: never exported, or an export would trace itself.
-#[allow(dead_code)] // used by the OTLP backend
-pub(crate) const EXPORT_STACK_TARGETS: &[&str] =
-    &["h2", "hyper", "hyper_util", "tonic", "tower", "reqwest", "ureq", "rustls", "opentelemetry"];
+/// What `start` did.
+pub(crate) struct Started {
+    pub guard: Guard,
+    /// Backends that run.
+    pub backends: Vec<&'static str>,
+    /// Backends that failed to start (lenient mode only; strict mode returns the first).
+    pub errors: Vec<InitError>,
+}
 
-pub(crate) fn start(resolved: Resolved) -> Result<(Guard, Vec<&'static str>), InitError> {
+/// Installs the global subscriber. `strict`: a backend that fails to start fails the whole call;
+/// otherwise it is left out and its error returned in [`Started::errors`].
+pub(crate) fn start(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
     if STARTED.swap(true, Ordering::SeqCst) {
         return Err(InitError::AlreadyInitialized);
     }
-    let result = build(resolved);
+    let result = build(resolved, strict);
     if result.is_err() {
         STARTED.store(false, Ordering::SeqCst);
     }
     result
 }
 
-fn build(resolved: Resolved) -> Result<(Guard, Vec<&'static str>), InitError> {
-    let Resolved { settings, sentry, .. } = resolved;
+fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
+    let Resolved { settings, sentry, otlp, .. } = resolved;
     let filter = EnvFilter::try_new(&settings.log.filter).map_err(|e| {
         InitError::invalid(
-            integra_observe_core::Source::Env("RUST_LOG"),
+            Source::Env("RUST_LOG"),
             settings.log.filter.clone(),
             format!("an EnvFilter directive such as `info,my_crate=debug` ({e})"),
         )
     })?;
-    let console = console_layer(&settings.log);
+    let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut backends: Vec<Box<dyn Backend>> = Vec::new();
-    let mut started = Vec::new();
+    let mut errors = Vec::new();
+    layers.extend(console_layer(&settings.log));
 
-    #[cfg(feature = "sentry")]
-    let sentry_layer: Option<BoxedLayer> = match &sentry {
-        Some(sentry) => {
-            let backend = integra_observe_sentry::init(sentry, &settings.service, settings.shutdown_timeout, None)?;
-            backends.push(Box::new(SentryHandle(backend)));
-            started.push("sentry");
-            Some(Box::new(integra_observe_sentry::layer::<Base>(true)))
+    // A failed backend: fatal in strict mode (after stopping what already started), else noted.
+    let mut failed = |e: InitError, backends: &mut Vec<Box<dyn Backend>>| -> Result<(), InitError> {
+        if strict {
+            for b in backends.drain(..) {
+                b.shutdown(std::time::Duration::ZERO);
+            }
+            return Err(e);
         }
+        errors.push(e);
+        Ok(())
+    };
+
+    #[cfg(feature = "otlp")]
+    let active_span = match &otlp {
+        Some(o) => match integra_observe_otlp::init(o, &settings.service) {
+            Ok(backend) => {
+                layers.push(Box::new(backend.layer::<Base>()));
+                let active = backend.active_span();
+                backends.push(Box::new(OtlpHandle(backend)));
+                Some(active)
+            }
+            Err(e) => {
+                failed(e, &mut backends)?;
+                None
+            }
+        },
         None => None,
     };
-    #[cfg(not(feature = "sentry"))]
-    let sentry_layer: Option<BoxedLayer> = {
-        let _ = sentry;
+    #[cfg(not(feature = "otlp"))]
+    let active_span: Option<std::sync::Arc<dyn integra_observe_core::ActiveSpan>> = {
+        let _ = otlp;
         None
     };
 
-    // Each destination is an Option: a switched-off backend is `None`, the type never changes.
-    let layers: Vec<BoxedLayer> = [console, sentry_layer].into_iter().flatten().collect();
+    #[cfg(feature = "sentry")]
+    if let Some(s) = &sentry {
+        let owns_spans = active_span.is_none();
+        match integra_observe_sentry::init(s, &settings.service, settings.shutdown_timeout, active_span) {
+            Ok(backend) => {
+                layers.push(Box::new(integra_observe_sentry::layer::<Base>(owns_spans)));
+                backends.push(Box::new(SentryHandle(backend)));
+            }
+            Err(e) => failed(e, &mut backends)?,
+        }
+    }
+    #[cfg(not(feature = "sentry"))]
+    let _ = (sentry, active_span, &mut failed);
+
+    let names = backends.iter().map(|b| b.name()).collect();
     let subscriber = tracing_subscriber::registry().with(filter).with(layers);
-    tracing::subscriber::set_global_default(subscriber).map_err(|_| InitError::AlreadyInitialized)?;
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        for b in backends.drain(..) {
+            b.shutdown(std::time::Duration::ZERO);
+        }
+        return Err(InitError::AlreadyInitialized);
+    }
     // `log` records from dependencies join the same path; a logger set elsewhere is kept.
     let _ = tracing_log::LogTracer::init();
-    Ok((Guard::new(backends, settings.shutdown_timeout), started))
+    Ok(Started { guard: Guard::new(backends, settings.shutdown_timeout), backends: names, errors })
 }
 
 fn console_layer(log: &LogSettings) -> Option<BoxedLayer> {
@@ -84,21 +128,29 @@ fn console_layer(log: &LogSettings) -> Option<BoxedLayer> {
     })
 }
 
-#[cfg(feature = "sentry")]
-struct SentryHandle(integra_observe_sentry::SentryBackend);
+/// Adapts a backend crate's handle to the guard's [`Backend`].
+macro_rules! backend_handle {
+    ($feature:literal, $handle:ident, $ty:ty, $name:literal) => {
+        #[cfg(feature = $feature)]
+        struct $handle($ty);
 
-#[cfg(feature = "sentry")]
-impl Backend for SentryHandle {
-    fn name(&self) -> &'static str {
-        "sentry"
-    }
-    fn flush(&self, timeout: std::time::Duration) -> bool {
-        self.0.flush(timeout)
-    }
-    fn shutdown(&self, timeout: std::time::Duration) -> bool {
-        self.0.shutdown(timeout)
-    }
-    fn stats(&self) -> integra_observe_core::Stats {
-        self.0.stats()
-    }
+        #[cfg(feature = $feature)]
+        impl Backend for $handle {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn flush(&self, timeout: std::time::Duration) -> bool {
+                self.0.flush(timeout)
+            }
+            fn shutdown(&self, timeout: std::time::Duration) -> bool {
+                self.0.shutdown(timeout)
+            }
+            fn stats(&self) -> integra_observe_core::Stats {
+                self.0.stats()
+            }
+        }
+    };
 }
+
+backend_handle!("sentry", SentryHandle, integra_observe_sentry::SentryBackend, "sentry");
+backend_handle!("otlp", OtlpHandle, integra_observe_otlp::OtlpBackend, "otlp");

@@ -1,0 +1,326 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use integra_observe_core::{
+    ActiveSpan, Counters, DropReason, ErrorInfo, InitError, OtlpProtocol, OtlpSettings, SamplerKind,
+    ServiceInfo, SpanContext, SpanId, Stats, TraceId,
+};
+use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+/// The versions this crate is built on, written down because they must move together.
+pub const STACK: &str = "opentelemetry 0.33, opentelemetry_sdk 0.33, opentelemetry-otlp 0.33, tracing-opentelemetry 0.34";
+
+/// Targets of the export stack itself: their spans and events are never exported, or an
+/// export would trace itself.
+pub const EXPORT_STACK_TARGETS: &[&str] =
+    &["h2", "hyper", "hyper_util", "tonic", "tower", "reqwest", "ureq", "rustls", "opentelemetry"];
+
+/// A running OTLP pipeline: the tracer provider, its batch processor, and the runtime the gRPC
+/// exporter needs.
+pub struct OtlpBackend {
+    provider: SdkTracerProvider,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for OtlpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpBackend").field("stats", &self.stats()).finish()
+    }
+}
+
+/// Starts the OTLP pipeline for `settings`.
+///
+/// The exporter runs on a small Tokio runtime of its own (one worker thread), so a plain
+/// `fn main` works and a `#[tokio::main]` service is not disturbed: nothing is spawned on the
+/// caller's runtime, and the SDK's runtime is shut down in the background, never dropped inside
+/// async code.
+pub fn init(settings: &OtlpSettings, service: &ServiceInfo) -> Result<OtlpBackend, InitError> {
+    let backend_err = |message: String| InitError::Backend { backend: "otlp", message };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("integra-otlp")
+        .enable_all()
+        .build()
+        .map_err(|e| backend_err(format!("could not start its runtime: {e}")))?;
+    let counters = Arc::new(Counters::default());
+    // Built on a plain thread inside our runtime: tonic spawns its connection task on the
+    // current runtime, and reqwest's blocking client must not be built inside async code.
+    let handle = runtime.handle().clone();
+    let exporter = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _enter = handle.enter();
+            build_exporter(settings)
+        })
+        .join()
+    })
+    .map_err(|_| backend_err("building the exporter panicked".into()))??;
+    let exporter = CountingExporter { inner: exporter, counters: counters.clone() };
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(settings.batch.max_queue_size)
+        .with_max_export_batch_size(settings.batch.max_export_batch_size)
+        .with_scheduled_delay(settings.batch.schedule_delay)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(sampler(settings))
+        .with_resource(resource(service))
+        .build();
+    Ok(OtlpBackend { provider, runtime: Mutex::new(Some(runtime)), counters })
+}
+
+fn build_exporter(settings: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
+    let built = match settings.protocol {
+        OtlpProtocol::Grpc => {
+            let mut metadata = tonic_metadata();
+            for (k, v) in &settings.headers {
+                let key = k.to_ascii_lowercase();
+                match (key.parse::<MetadataKey>(), v.parse::<MetadataValue>()) {
+                    (Ok(key), Ok(value)) => {
+                        metadata.insert(key, value);
+                    }
+                    _ => {
+                        return Err(InitError::invalid(
+                            integra_observe_core::Source::Env("OTEL_EXPORTER_OTLP_HEADERS"),
+                            integra_observe_core::redact_secret_value(k),
+                            "header names and values that are valid in HTTP/2 metadata",
+                        ))
+                    }
+                }
+            }
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(export_timeout(settings))
+                .with_metadata(metadata)
+                .build()
+        }
+        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+            let protocol = if settings.protocol == OtlpProtocol::HttpJson {
+                Protocol::HttpJson
+            } else {
+                Protocol::HttpBinary
+            };
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(protocol)
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(export_timeout(settings))
+                .with_headers(settings.headers.iter().cloned().collect())
+                .build()
+        }
+        #[allow(unreachable_patterns)] // OtlpProtocol is non_exhaustive
+        _ => return Err(InitError::Backend { backend: "otlp", message: "unsupported protocol".into() }),
+    };
+    built.map_err(|e| InitError::Backend { backend: "otlp", message: format!("the exporter could not be built: {e}") })
+}
+
+type MetadataKey = tonic::metadata::MetadataKey<tonic::metadata::Ascii>;
+type MetadataValue = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+fn tonic_metadata() -> tonic::metadata::MetadataMap {
+    tonic::metadata::MetadataMap::new()
+}
+
+/// One request may take the OTLP timeout, and never longer than a whole batch export may.
+fn export_timeout(settings: &OtlpSettings) -> Duration {
+    settings.timeout.min(settings.batch.export_timeout)
+}
+
+fn sampler(settings: &OtlpSettings) -> Sampler {
+    let root = match settings.sampler.root {
+        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
+        SamplerKind::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
+        _ => Sampler::AlwaysOn,
+    };
+    if settings.sampler.parent_based {
+        Sampler::ParentBased(Box::new(root))
+    } else {
+        root
+    }
+}
+
+/// service.*, deployment.environment.name, telemetry.sdk.*, host and process attributes, plus
+/// every `OTEL_RESOURCE_ATTRIBUTES` entry.
+fn resource(service: &ServiceInfo) -> Resource {
+    let mut attrs: Vec<KeyValue> = service
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    if let Some(v) = &service.version {
+        attrs.push(KeyValue::new("service.version", v.clone()));
+    }
+    attrs.push(KeyValue::new("deployment.environment.name", service.environment.clone()));
+    if let Some(host) = host_name() {
+        attrs.push(KeyValue::new("host.name", host));
+    }
+    attrs.push(KeyValue::new("process.pid", i64::from(std::process::id())));
+    if let Some(exe) = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())) {
+        attrs.push(KeyValue::new("process.executable.name", exe));
+    }
+    attrs.push(KeyValue::new("process.runtime.name", "rust"));
+    Resource::builder_empty()
+        .with_detector(Box::new(opentelemetry_sdk::resource::TelemetryResourceDetector))
+        .with_attributes(attrs)
+        .with_service_name(service.name.clone())
+        .build()
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+}
+
+impl OtlpBackend {
+    /// The `tracing` layer that turns spans into OpenTelemetry spans of this pipeline. It makes a
+    /// span's OpenTelemetry context current while the span is entered (and on every poll of an
+    /// instrumented future), which is what [`OtlpBackend::active_span`] reads.
+    pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    {
+        let tracer = self.provider.tracer("integra-observe");
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_context_activation(true)
+            .with_error_events_to_status(true)
+            .with_error_fields_to_exceptions(true)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                !EXPORT_STACK_TARGETS.iter().any(|t| {
+                    m.target() == *t || m.target().strip_prefix(t).is_some_and(|r| r.starts_with("::") || r.starts_with('_'))
+                })
+            }))
+    }
+
+    /// The bridge the Sentry backend uses to take this pipeline's span ids.
+    pub fn active_span(&self) -> Arc<dyn ActiveSpan> {
+        Arc::new(OtelActiveSpan)
+    }
+
+    /// Exports what is queued, waiting at most `timeout`. `false` if time ran out or it failed.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let provider = self.provider.clone();
+        run_bounded(timeout, move || provider.force_flush().is_ok())
+    }
+
+    /// Exports what is queued and stops, within `timeout`. Safe to call twice.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        let provider = self.provider.clone();
+        let ok = run_bounded(timeout, move || provider.shutdown_with_timeout(timeout).is_ok());
+        self.stop_runtime();
+        ok
+    }
+
+    fn stop_runtime(&self) {
+        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rt) = runtime {
+            // Never blocks, and never panics inside async code as dropping a runtime would.
+            rt.shutdown_background();
+        }
+    }
+
+    /// Spans exported and dropped so far.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+}
+
+impl Drop for OtlpBackend {
+    fn drop(&mut self) {
+        self.stop_runtime();
+    }
+}
+
+/// Runs `f` on its own thread and waits at most `timeout` for it.
+fn run_bounded(timeout: Duration, f: impl FnOnce() -> bool + Send + 'static) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("integra-otlp-stop".into()).spawn(move || {
+        let _ = tx.send(f());
+    });
+    spawned.is_ok() && rx.recv_timeout(timeout).unwrap_or(false)
+}
+
+/// Counts what the wrapped exporter delivered and lost.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    counters: Arc<Counters>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => self.counters.sent(n),
+            Err(_) => self.counters.dropped(DropReason::SendFailed, n),
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Reads the current OpenTelemetry context, which the tracing layer keeps in step with the
+/// entered `tracing` span.
+struct OtelActiveSpan;
+
+impl ActiveSpan for OtelActiveSpan {
+    fn current(&self) -> Option<SpanContext> {
+        let cx = opentelemetry::Context::current();
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return None;
+        }
+        Some(SpanContext::new(
+            TraceId::from_bytes(sc.trace_id().to_bytes()),
+            SpanId::from_bytes(sc.span_id().to_bytes()),
+            sc.is_sampled(),
+        ))
+    }
+
+    fn record_error(&self, error: &ErrorInfo) {
+        let cx = opentelemetry::Context::current();
+        let span = cx.span();
+        span.set_status(Status::error(error.message.clone()));
+        span.set_attribute(KeyValue::new("sentry.event_id", error.event_id.clone()));
+        let mut attrs = vec![
+            KeyValue::new("exception.message", error.message.clone()),
+            KeyValue::new("sentry.event_id", error.event_id.clone()),
+        ];
+        if let Some(ty) = &error.exception_type {
+            attrs.push(KeyValue::new("exception.type", ty.clone()));
+        }
+        span.add_event("exception", attrs);
+    }
+}
