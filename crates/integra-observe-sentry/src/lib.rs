@@ -65,6 +65,15 @@ pub fn init(
     options.dsn = Some(dsn);
     options.shutdown_timeout = shutdown_timeout;
     options.transport = Some(Arc::new(factory));
+    // What `sentry::init` would add, without its reading of the process environment (our
+    // `Config` already did that, with its own precedence).
+    options.default_integrations = false;
+    options.integrations = vec![
+        Arc::new(sentry::integrations::backtrace::AttachStacktraceIntegration),
+        Arc::new(sentry::integrations::contexts::ContextIntegration::default()),
+        Arc::new(sentry::integrations::panic::PanicIntegration::default()),
+        Arc::new(sentry::integrations::backtrace::ProcessStacktraceIntegration),
+    ];
     let client = Arc::new(sentry::Client::from(options));
     sentry::Hub::main().bind_client(Some(client.clone()));
     Ok(SentryBackend { client, counters })

@@ -1,0 +1,133 @@
+//! Plays a service for the end-to-end tests: `scenario NAME` initialises integra-observe from the
+//! environment the test gives it, does one thing a real service does, and prints a last line
+//! `REPORT {json}` with the ids the test needs to look the data up in the real servers.
+
+use std::error::Error;
+use std::fmt;
+
+use integra_observe::backends::sentry_sdk;
+use integra_observe::Config;
+use serde_json::json;
+use tracing::{error, info, info_span, warn, Instrument};
+
+#[derive(Debug)]
+struct VerificationError {
+    source: std::io::Error,
+}
+
+impl fmt::Display for VerificationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("token signature could not be verified")
+    }
+}
+
+impl Error for VerificationError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The id of the last Sentry event captured, remembered where it was captured: the Sentry span
+/// layer gives each span its own hub, so it must be read inside the span.
+static EVENT_ID: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn remember_event_id() {
+    let id = sentry_sdk::last_event_id().map(|id| id.simple().to_string());
+    *EVENT_ID.lock().unwrap_or_else(|p| p.into_inner()) = id;
+}
+
+fn report(guard: &integra_observe::Guard, extra: serde_json::Value) {
+    let last = EVENT_ID.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let stats = guard.stats();
+    let mut r = json!({
+        "event_id": last,
+        "backends": stats.backends.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+    });
+    if let (Some(o), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    println!("REPORT {r}");
+}
+
+/// A three-level span tree (server → internal → client) with a breadcrumb and an error carrying a
+/// source chain in the innermost span.
+fn nested_error() {
+    let guard = integra_observe::init(Config::from_env().service_name("scenario-nested"));
+    {
+        let _root = info_span!("handle_request", otel.kind = "server", http.route = "/api/documents").entered();
+        let _mid = info_span!("verify_user", user.id = 42).entered();
+        let _inner = info_span!("fetch_keys", otel.kind = "client").entered();
+        info!("fetching signing keys");
+        warn!(attempt = 2, "token near expiry");
+        let err = VerificationError { source: std::io::Error::other("connection reset by key server") };
+        error!(error = &err as &dyn Error, tags.component = "auth", user.id = 42, "verification failed");
+        remember_event_id();
+    }
+    report(&guard, json!({}));
+}
+
+#[tracing::instrument]
+async fn load_case(case_id: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let spawned = tokio::spawn(register_on_chain(case_id).instrument(info_span!("spawned_task", otel.kind = "internal")));
+    spawned.await.unwrap_or(0)
+}
+
+#[tracing::instrument]
+async fn register_on_chain(case_id: u64) -> u64 {
+    tokio::task::yield_now().await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    error!(case.id = case_id, "blockchain node unavailable");
+    remember_event_id();
+    case_id
+}
+
+/// An error raised in a spawned, instrumented task, after several `.await`s.
+fn async_error() {
+    let guard = integra_observe::init(Config::from_env().service_name("scenario-async"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let Ok(runtime) = runtime else { return };
+    runtime.block_on(async {
+        load_case(7).instrument(info_span!("handle_request", otel.kind = "server")).await;
+    });
+    drop(runtime);
+    report(&guard, json!({}));
+}
+
+/// A panic inside a span: captured and flushed before the process dies.
+fn panic_in_span() {
+    let _guard = integra_observe::init(Config::from_env().service_name("scenario-panic"));
+    let _span = info_span!("settle_case", case.id = 9).entered();
+    let values: Vec<u32> = Vec::new();
+    let index = std::env::args().count() + 10;
+    println!("about to index {index}");
+    let _ = values[index]; // panics: index out of bounds
+}
+
+/// `try_init` with whatever the environment says: prints the error and exits 3 on failure.
+fn try_init() {
+    match integra_observe::try_init(Config::from_env().service_name("scenario-try")) {
+        Ok(guard) => {
+            let second = integra_observe::try_init(Config::from_env());
+            info!("started");
+            report(&guard, json!({"second_init": second.err().map(|e| e.to_string())}));
+        }
+        Err(e) => {
+            println!("INIT ERROR: {e}");
+            std::process::exit(3);
+        }
+    }
+}
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("nested-error") => nested_error(),
+        Some("async-error") => async_error(),
+        Some("panic") => panic_in_span(),
+        Some("try-init") => try_init(),
+        other => {
+            eprintln!("unknown scenario {other:?}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Helpers for the end-to-end tests: clients for the real servers that `scripts/test` starts
+//! (Bugsink, a Sentry-compatible server; otelite, an OTLP receiver), and a runner for the
+//! `scenario` binary, which plays a service: each scenario is its own process, as in production,
+//! because a process has one global subscriber.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Reads a variable `scripts/test` exports, failing with a hint when the servers are not running.
+pub fn server_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is unset: these tests need the real servers; run them with `scripts/test`")
+    })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The Bugsink server's REST API.
+pub struct Bugsink {
+    url: String,
+    token: String,
+}
+
+/// A Bugsink project of one test, so tests never see each other's events.
+pub struct Project {
+    /// Numeric id.
+    pub id: String,
+    /// Its DSN.
+    pub dsn: String,
+}
+
+impl Bugsink {
+    /// The server `scripts/test` started.
+    pub fn from_env() -> Self {
+        Bugsink { url: server_env("INTEGRA_TEST_BUGSINK_URL"), token: server_env("INTEGRA_TEST_BUGSINK_TOKEN") }
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        let resp = agent().get(&format!("{}{path}", self.url)).set("Authorization", &format!("Bearer {}", self.token)).call();
+        match resp {
+            Ok(r) => r.into_json().ok(),
+            Err(ureq::Error::Status(404, _)) => None,
+            Err(e) => panic!("Bugsink GET {path}: {e}"),
+        }
+    }
+
+    /// Creates a fresh project (unique name) and returns its id and DSN.
+    pub fn new_project(&self, name: &str) -> Project {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let unique = format!("{name}-{}-{nanos}", std::process::id());
+        let created: Value = agent()
+            .post(&format!("{}/api/canonical/0/projects/", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .send_json(serde_json::json!({"name": unique, "team": server_env("INTEGRA_TEST_BUGSINK_TEAM")}))
+            .expect("create Bugsink project")
+            .into_json()
+            .expect("project JSON");
+        let id = match &created["id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let project = self.get(&format!("/api/canonical/0/projects/{id}/")).expect("project");
+        Project { id, dsn: project["dsn"].as_str().expect("dsn").to_owned() }
+    }
+
+    /// The stored event body (`data`) of `event_id` in `project`, waiting up to 10 s for it.
+    pub fn event(&self, project: &Project, event_id: &str) -> Value {
+        poll(Duration::from_secs(10), || {
+            self.get(&format!("/api/canonical/0/events/lookup/?project={}&event_id={event_id}", project.id))
+        })
+        .unwrap_or_else(|| panic!("event {event_id} never reached Bugsink project {}", project.id))["data"]
+            .clone()
+    }
+
+    /// How many events the project stored.
+    pub fn event_count(&self, project: &Project) -> u64 {
+        let p = self.get(&format!("/api/canonical/0/projects/{}/", project.id)).expect("project");
+        p["stored_event_count"].as_u64().unwrap_or(0)
+    }
+
+    /// The stored bodies of every event in the project (via its issues), waiting up to 10 s for
+    /// at least one.
+    pub fn all_events(&self, project: &Project) -> Vec<Value> {
+        let issues = poll(Duration::from_secs(10), || {
+            let list = self.get(&format!("/api/canonical/0/issues/?project={}", project.id))?;
+            let results = list["results"].as_array()?.clone();
+            (!results.is_empty()).then_some(results)
+        })
+        .unwrap_or_default();
+        let mut out = Vec::new();
+        for issue in issues {
+            let events = self.get(&format!("/api/canonical/0/events/?issue={}", issue["id"].as_str().unwrap_or(""))).unwrap_or_default();
+            for e in events["results"].as_array().cloned().unwrap_or_default() {
+                let id = e["event_id"].as_str().unwrap_or_default().replace('-', "");
+                out.push(self.event(project, &id));
+            }
+        }
+        out
+    }
+}
+
+/// otelite's REST API.
+pub struct Otelite {
+    url: String,
+}
+
+impl Otelite {
+    /// The server `scripts/test` started.
+    pub fn from_env() -> Self {
+        Otelite { url: server_env("INTEGRA_TEST_OTELITE_URL") }
+    }
+
+    /// The spans of `trace_id`, waiting up to 10 s until there are at least `min_spans`.
+    pub fn spans(&self, trace_id: &str, min_spans: usize) -> Vec<Value> {
+        let mut last = Vec::new();
+        poll(Duration::from_secs(10), || {
+            let r = agent().get(&format!("{}/api/traces/{trace_id}", self.url)).call().ok()?;
+            let v: Value = r.into_json().ok()?;
+            last = v["spans"].as_array().cloned().unwrap_or_default();
+            (last.len() >= min_spans).then_some(())
+        });
+        last
+    }
+}
+
+/// The OTLP endpoints of the running otelite: `(protocol, endpoint)` for gRPC and HTTP.
+pub fn otlp_endpoints() -> [(&'static str, String); 2] {
+    [
+        ("grpc", server_env("INTEGRA_TEST_OTLP_GRPC_ENDPOINT")),
+        ("http/protobuf", server_env("INTEGRA_TEST_OTLP_HTTP_ENDPOINT")),
+    ]
+}
+
+/// Runs the `scenario` binary with a clean environment plus `env`, and returns its output.
+pub fn run_scenario(bin: &str, scenario: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.arg(scenario).env_clear();
+    for keep in ["PATH", "HOME"] {
+        if let Ok(v) = std::env::var(keep) {
+            cmd.env(keep, v);
+        }
+    }
+    cmd.env("INTEGRA_LOG_FORMAT", "compact");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run scenario");
+    eprintln!(
+        "--- scenario {scenario} exit={:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The JSON report a scenario prints as its last stdout line starting with `REPORT `.
+pub fn report(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find_map(|l| l.strip_prefix("REPORT ")).expect("scenario printed no REPORT line");
+    serde_json::from_str(line).expect("REPORT is JSON")
+}
+
+/// A span from otelite's list by name.
+pub fn span<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
+}
