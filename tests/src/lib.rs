@@ -3,6 +3,9 @@
 //! `scenario` binary, which plays a service: each scenario is its own process, as in production,
 //! because a process has one global subscriber.
 
+// Test support: a failed lookup must fail the test loudly, so panicking is the point here.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,9 @@ pub fn server_env(name: &str) -> String {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`.
@@ -50,11 +55,17 @@ pub struct Project {
 impl Bugsink {
     /// The server `scripts/test` started.
     pub fn from_env() -> Self {
-        Bugsink { url: server_env("INTEGRA_TEST_BUGSINK_URL"), token: server_env("INTEGRA_TEST_BUGSINK_TOKEN") }
+        Bugsink {
+            url: server_env("INTEGRA_TEST_BUGSINK_URL"),
+            token: server_env("INTEGRA_TEST_BUGSINK_TOKEN"),
+        }
     }
 
     fn get(&self, path: &str) -> Option<Value> {
-        let resp = agent().get(&format!("{}{path}", self.url)).set("Authorization", &format!("Bearer {}", self.token)).call();
+        let resp = agent()
+            .get(&format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .call();
         match resp {
             Ok(r) => r.into_json().ok(),
             Err(ureq::Error::Status(404, _)) => None,
@@ -64,7 +75,9 @@ impl Bugsink {
 
     /// Creates a fresh project (unique name) and returns its id and DSN.
     pub fn new_project(&self, name: &str) -> Project {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let unique = format!("{name}-{}-{nanos}", std::process::id());
         let created: Value = agent()
             .post(&format!("{}/api/canonical/0/projects/", self.url))
@@ -77,22 +90,37 @@ impl Bugsink {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let project = self.get(&format!("/api/canonical/0/projects/{id}/")).expect("project");
-        Project { id, dsn: project["dsn"].as_str().expect("dsn").to_owned() }
+        let project = self
+            .get(&format!("/api/canonical/0/projects/{id}/"))
+            .expect("project");
+        Project {
+            id,
+            dsn: project["dsn"].as_str().expect("dsn").to_owned(),
+        }
     }
 
     /// The stored event body (`data`) of `event_id` in `project`, waiting up to 10 s for it.
     pub fn event(&self, project: &Project, event_id: &str) -> Value {
         poll(Duration::from_secs(10), || {
-            self.get(&format!("/api/canonical/0/events/lookup/?project={}&event_id={event_id}", project.id))
+            self.get(&format!(
+                "/api/canonical/0/events/lookup/?project={}&event_id={event_id}",
+                project.id
+            ))
         })
-        .unwrap_or_else(|| panic!("event {event_id} never reached Bugsink project {}", project.id))["data"]
+        .unwrap_or_else(|| {
+            panic!(
+                "event {event_id} never reached Bugsink project {}",
+                project.id
+            )
+        })["data"]
             .clone()
     }
 
     /// How many events the project stored.
     pub fn event_count(&self, project: &Project) -> u64 {
-        let p = self.get(&format!("/api/canonical/0/projects/{}/", project.id)).expect("project");
+        let p = self
+            .get(&format!("/api/canonical/0/projects/{}/", project.id))
+            .expect("project");
         p["stored_event_count"].as_u64().unwrap_or(0)
     }
 
@@ -107,7 +135,12 @@ impl Bugsink {
         .unwrap_or_default();
         let mut out = Vec::new();
         for issue in issues {
-            let events = self.get(&format!("/api/canonical/0/events/?issue={}", issue["id"].as_str().unwrap_or(""))).unwrap_or_default();
+            let events = self
+                .get(&format!(
+                    "/api/canonical/0/events/?issue={}",
+                    issue["id"].as_str().unwrap_or("")
+                ))
+                .unwrap_or_default();
             for e in events["results"].as_array().cloned().unwrap_or_default() {
                 let id = e["event_id"].as_str().unwrap_or_default().replace('-', "");
                 out.push(self.event(project, &id));
@@ -125,14 +158,19 @@ pub struct Otelite {
 impl Otelite {
     /// The server `scripts/test` started.
     pub fn from_env() -> Self {
-        Otelite { url: server_env("INTEGRA_TEST_OTELITE_URL") }
+        Otelite {
+            url: server_env("INTEGRA_TEST_OTELITE_URL"),
+        }
     }
 
     /// The spans of `trace_id`, waiting up to 10 s until there are at least `min_spans`.
     pub fn spans(&self, trace_id: &str, min_spans: usize) -> Vec<Value> {
         let mut last = Vec::new();
         poll(Duration::from_secs(10), || {
-            let r = agent().get(&format!("{}/api/traces/{trace_id}", self.url)).call().ok()?;
+            let r = agent()
+                .get(&format!("{}/api/traces/{trace_id}", self.url))
+                .call()
+                .ok()?;
             let v: Value = r.into_json().ok()?;
             last = v["spans"].as_array().cloned().unwrap_or_default();
             (last.len() >= min_spans).then_some(())
@@ -145,7 +183,10 @@ impl Otelite {
 pub fn otlp_endpoints() -> [(&'static str, String); 2] {
     [
         ("grpc", server_env("INTEGRA_TEST_OTLP_GRPC_ENDPOINT")),
-        ("http/protobuf", server_env("INTEGRA_TEST_OTLP_HTTP_ENDPOINT")),
+        (
+            "http/protobuf",
+            server_env("INTEGRA_TEST_OTLP_HTTP_ENDPOINT"),
+        ),
     ]
 }
 
@@ -175,11 +216,18 @@ pub fn run_scenario(bin: &str, scenario: &str, env: &[(&str, &str)]) -> Output {
 /// The JSON report a scenario prints as its last stdout line starting with `REPORT `.
 pub fn report(out: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rev().find_map(|l| l.strip_prefix("REPORT ")).expect("scenario printed no REPORT line");
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("REPORT "))
+        .expect("scenario printed no REPORT line");
     serde_json::from_str(line).expect("REPORT is JSON")
 }
 
 /// A span from otelite's list by name.
 pub fn span<'a>(spans: &'a [Value], name: &str) -> &'a Value {
-    spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
+    spans
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
 }

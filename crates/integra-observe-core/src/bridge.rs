@@ -22,7 +22,11 @@ pub struct ErrorInfo {
 impl ErrorInfo {
     /// An error description from its parts.
     pub fn new(event_id: String, message: String, exception_type: Option<String>) -> Self {
-        ErrorInfo { event_id, message, exception_type }
+        ErrorInfo {
+            event_id,
+            message,
+            exception_type,
+        }
     }
 }
 

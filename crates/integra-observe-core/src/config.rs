@@ -366,7 +366,10 @@ impl Config {
         V: Into<String>,
     {
         Config {
-            env: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            env: vars
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             ..Self::default()
         }
     }
@@ -438,14 +441,25 @@ impl Config {
         mut self,
         headers: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        self.otlp_headers = Some(headers.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self.otlp_headers = Some(
+            headers
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 
     /// A variable from the snapshot, trimmed; empty counts as unset.
     fn var(&self, name: &'static str) -> Option<&str> {
-        debug_assert!(crate::EnvVar::find(name).is_some(), "{name} missing from ENV_VARS");
-        self.env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        debug_assert!(
+            crate::EnvVar::find(name).is_some(),
+            "{name} missing from ENV_VARS"
+        );
+        self.env
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
     /// Resolves every setting, collecting invalid values into [`Resolved::errors`].
@@ -455,7 +469,13 @@ impl Config {
         let sentry = self.resolve_sentry(&settings, &mut errors);
         let otlp = self.resolve_otlp(&settings, &mut errors);
         let propagators = self.resolve_propagators(&mut errors);
-        Resolved { settings, sentry, otlp, propagators, errors }
+        Resolved {
+            settings,
+            sentry,
+            otlp,
+            propagators,
+            errors,
+        }
     }
 
     fn resolve_common(&self, errors: &mut Vec<InitError>) -> Settings {
@@ -472,7 +492,10 @@ impl Config {
             None => Vec::new(),
         };
         let attr = |key: &str| {
-            resource_attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+            resource_attributes
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
         };
         let name = self
             .service_name
@@ -481,7 +504,10 @@ impl Config {
             .or_else(|| self.var("OTEL_SERVICE_NAME").map(str::to_owned))
             .or_else(|| attr("service.name"))
             .unwrap_or_else(default_service_name);
-        let version = self.service_version.clone().or_else(|| attr("service.version"));
+        let version = self
+            .service_version
+            .clone()
+            .or_else(|| attr("service.version"));
         let environment = self
             .environment
             .clone()
@@ -489,7 +515,12 @@ impl Config {
             .or_else(|| attr("deployment.environment.name"))
             .or_else(|| attr("deployment.environment"))
             .unwrap_or_else(|| {
-                if cfg!(debug_assertions) { "development" } else { "production" }.to_owned()
+                if cfg!(debug_assertions) {
+                    "development"
+                } else {
+                    "production"
+                }
+                .to_owned()
             });
         let release = self
             .release
@@ -497,9 +528,9 @@ impl Config {
             .or_else(|| self.var("SENTRY_RELEASE").map(str::to_owned))
             .or_else(|| version.as_ref().map(|v| format!("{name}@{v}")));
 
-        let sdk_disabled = self.sdk_disabled.unwrap_or_else(|| {
-            self.bool_var("OTEL_SDK_DISABLED", errors).unwrap_or(false)
-        });
+        let sdk_disabled = self
+            .sdk_disabled
+            .unwrap_or_else(|| self.bool_var("OTEL_SDK_DISABLED", errors).unwrap_or(false));
         let console = self
             .console
             .unwrap_or_else(|| self.bool_var("INTEGRA_CONSOLE", errors).unwrap_or(true));
@@ -532,9 +563,19 @@ impl Config {
             .unwrap_or(Duration::from_secs(2));
 
         Settings {
-            service: ServiceInfo { name, version, environment, release, resource_attributes },
+            service: ServiceInfo {
+                name,
+                version,
+                environment,
+                release,
+                resource_attributes,
+            },
             sdk_disabled,
-            log: LogSettings { enabled: console, filter, format },
+            log: LogSettings {
+                enabled: console,
+                filter,
+                format,
+            },
             shutdown_timeout,
         }
     }
@@ -546,10 +587,19 @@ impl Config {
     ) -> Option<SentrySettings> {
         let (raw, source) = match &self.sentry_dsn {
             Some(dsn) => (dsn.trim(), Source::Builder("sentry_dsn")),
-            None => (self.var("SENTRY_DSN").unwrap_or(""), Source::Env("SENTRY_DSN")),
+            None => (
+                self.var("SENTRY_DSN").unwrap_or(""),
+                Source::Env("SENTRY_DSN"),
+            ),
         };
         let errors_before = errors.len();
-        let sample_rate = self.rate(self.sample_rate, "sample_rate", "SENTRY_SAMPLE_RATE", 1.0, errors);
+        let sample_rate = self.rate(
+            self.sample_rate,
+            "sample_rate",
+            "SENTRY_SAMPLE_RATE",
+            1.0,
+            errors,
+        );
         let traces_sample_rate = self.rate(
             self.traces_sample_rate,
             "traces_sample_rate",
@@ -558,7 +608,8 @@ impl Config {
             errors,
         );
         let send_default_pii = self.send_default_pii.unwrap_or_else(|| {
-            self.bool_var("SENTRY_SEND_DEFAULT_PII", errors).unwrap_or(false)
+            self.bool_var("SENTRY_SEND_DEFAULT_PII", errors)
+                .unwrap_or(false)
         });
         let max_breadcrumbs = self
             .max_breadcrumbs
@@ -593,7 +644,11 @@ impl Config {
         })
     }
 
-    fn resolve_otlp(&self, settings: &Settings, errors: &mut Vec<InitError>) -> Option<OtlpSettings> {
+    fn resolve_otlp(
+        &self,
+        settings: &Settings,
+        errors: &mut Vec<InitError>,
+    ) -> Option<OtlpSettings> {
         let errors_before = errors.len();
         let exporter_on = match self.var("OTEL_TRACES_EXPORTER") {
             None | Some("otlp") => true,
@@ -608,12 +663,19 @@ impl Config {
             }
         };
         let protocol = self.otlp_protocol.or_else(|| {
-            let var = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
-                .into_iter()
-                .find(|v| self.var(v).is_some())?;
+            let var = [
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ]
+            .into_iter()
+            .find(|v| self.var(v).is_some())?;
             let raw = self.var(var)?;
             OtlpProtocol::parse(raw).or_else(|| {
-                errors.push(InitError::invalid(Source::Env(var), raw, OtlpProtocol::EXPECTED));
+                errors.push(InitError::invalid(
+                    Source::Env(var),
+                    raw,
+                    OtlpProtocol::EXPECTED,
+                ));
                 None
             })
         });
@@ -622,42 +684,52 @@ impl Config {
         let endpoint = match &self.otlp_endpoint {
             Some(e) => Some((e.clone(), Source::Builder("otlp_endpoint"), true)),
             None => match self.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-                Some(e) => Some((e.to_owned(), Source::Env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), false)),
-                None => self
-                    .var("OTEL_EXPORTER_OTLP_ENDPOINT")
-                    .map(|e| (e.to_owned(), Source::Env("OTEL_EXPORTER_OTLP_ENDPOINT"), true)),
+                Some(e) => Some((
+                    e.to_owned(),
+                    Source::Env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+                    false,
+                )),
+                None => self.var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| {
+                    (
+                        e.to_owned(),
+                        Source::Env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                        true,
+                    )
+                }),
             },
         };
-        let endpoint = endpoint.and_then(|(raw, source, is_base)| {
-            match valid_http_url(&raw) {
-                Some(has_path) => Some(match protocol {
-                    OtlpProtocol::Grpc => raw,
-                    _ if is_base && !has_path => format!("{}/v1/traces", raw.trim_end_matches('/')),
-                    _ if is_base && matches!(source, Source::Env(_)) => {
-                        format!("{}/v1/traces", raw.trim_end_matches('/'))
-                    }
-                    _ => raw,
-                }),
-                None => {
-                    errors.push(InitError::invalid(
-                        source,
-                        crate::redact_dsn(&raw),
-                        "an http:// or https:// URL such as http://localhost:4317",
-                    ));
-                    None
+        let endpoint = endpoint.and_then(|(raw, source, is_base)| match valid_http_url(&raw) {
+            Some(has_path) => Some(match protocol {
+                OtlpProtocol::Grpc => raw,
+                _ if is_base && !has_path => format!("{}/v1/traces", raw.trim_end_matches('/')),
+                _ if is_base && matches!(source, Source::Env(_)) => {
+                    format!("{}/v1/traces", raw.trim_end_matches('/'))
                 }
+                _ => raw,
+            }),
+            None => {
+                errors.push(InitError::invalid(
+                    source,
+                    crate::redact_dsn(&raw),
+                    "an http:// or https:// URL such as http://localhost:4317",
+                ));
+                None
             }
         });
         let mut headers = Vec::new();
         if let Some(h) = &self.otlp_headers {
             headers = h.clone();
         } else {
-            for var in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+            for var in [
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            ] {
                 let Some(raw) = self.var(var) else { continue };
                 match parse_key_values(raw) {
                     Some(kv) => {
                         for (k, v) in kv {
-                            headers.retain(|(hk, _): &(String, String)| !hk.eq_ignore_ascii_case(&k));
+                            headers
+                                .retain(|(hk, _): &(String, String)| !hk.eq_ignore_ascii_case(&k));
                             headers.push((k, v));
                         }
                     }
@@ -676,7 +748,10 @@ impl Config {
             .or_else(|| self.millis_var("OTEL_EXPORTER_OTLP_TIMEOUT", errors))
             .unwrap_or(Duration::from_secs(10));
         let sampler = self.sampler.unwrap_or_else(|| self.resolve_sampler(errors));
-        let max_queue_size = self.count_var("OTEL_BSP_MAX_QUEUE_SIZE", errors).unwrap_or(2048).max(1);
+        let max_queue_size = self
+            .count_var("OTEL_BSP_MAX_QUEUE_SIZE", errors)
+            .unwrap_or(2048)
+            .max(1);
         let batch = BatchSettings {
             schedule_delay: self
                 .millis_var("OTEL_BSP_SCHEDULE_DELAY", errors)
@@ -693,7 +768,14 @@ impl Config {
         if !exporter_on || settings.sdk_disabled || errors.len() > errors_before {
             return None;
         }
-        Some(OtlpSettings { endpoint: endpoint?, protocol, headers, timeout, sampler, batch })
+        Some(OtlpSettings {
+            endpoint: endpoint?,
+            protocol,
+            headers,
+            timeout,
+            sampler,
+            batch,
+        })
     }
 
     fn resolve_sampler(&self, errors: &mut Vec<InitError>) -> Sampler {
@@ -714,7 +796,9 @@ impl Config {
                 },
             }
         };
-        let Some(raw) = self.var("OTEL_TRACES_SAMPLER") else { return default };
+        let Some(raw) = self.var("OTEL_TRACES_SAMPLER") else {
+            return default;
+        };
         let (kind, parent_based) = match raw {
             "always_on" => (SamplerKind::AlwaysOn, false),
             "always_off" => (SamplerKind::AlwaysOff, false),
@@ -737,14 +821,27 @@ impl Config {
 
     fn resolve_propagators(&self, errors: &mut Vec<InitError>) -> Vec<String> {
         const KNOWN: &[&str] = &["tracecontext", "baggage", "sentry", "jaeger", "none"];
-        let default = || ["tracecontext", "baggage", "sentry"].map(String::from).to_vec();
-        let Some(raw) = self.var("OTEL_PROPAGATORS") else { return default() };
-        let list: Vec<String> = raw.split(',').map(|p| p.trim().to_ascii_lowercase()).filter(|p| !p.is_empty()).collect();
+        let default = || {
+            ["tracecontext", "baggage", "sentry"]
+                .map(String::from)
+                .to_vec()
+        };
+        let Some(raw) = self.var("OTEL_PROPAGATORS") else {
+            return default();
+        };
+        let list: Vec<String> = raw
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect();
         if let Some(bad) = list.iter().find(|p| !KNOWN.contains(&p.as_str())) {
             errors.push(InitError::invalid(
                 Source::Env("OTEL_PROPAGATORS"),
                 raw,
-                format!("a comma-separated list of {} (`{bad}` is not supported)", KNOWN.join(", ")),
+                format!(
+                    "a comma-separated list of {} (`{bad}` is not supported)",
+                    KNOWN.join(", ")
+                ),
             ));
             return default();
         }
@@ -767,7 +864,11 @@ impl Config {
             if (0.0..=1.0).contains(&v) {
                 return v;
             }
-            errors.push(InitError::invalid(Source::Builder(method), v.to_string(), EXPECTED));
+            errors.push(InitError::invalid(
+                Source::Builder(method),
+                v.to_string(),
+                EXPECTED,
+            ));
             return default;
         }
         match self.var(var) {
@@ -788,7 +889,11 @@ impl Config {
             "true" | "1" | "yes" | "on" => Some(true),
             "false" | "0" | "no" | "off" => Some(false),
             _ => {
-                errors.push(InitError::invalid(Source::Env(var), raw, "`true` or `false`"));
+                errors.push(InitError::invalid(
+                    Source::Env(var),
+                    raw,
+                    "`true` or `false`",
+                ));
                 None
             }
         }
@@ -797,28 +902,37 @@ impl Config {
     fn count_var(&self, var: &'static str, errors: &mut Vec<InitError>) -> Option<usize> {
         let raw = self.var(var)?;
         raw.parse::<usize>().ok().or_else(|| {
-            errors.push(InitError::invalid(Source::Env(var), raw, "a whole number, e.g. 100"));
+            errors.push(InitError::invalid(
+                Source::Env(var),
+                raw,
+                "a whole number, e.g. 100",
+            ));
             None
         })
     }
 
     fn millis_var(&self, var: &'static str, errors: &mut Vec<InitError>) -> Option<Duration> {
         let raw = self.var(var)?;
-        raw.parse::<u64>().ok().map(Duration::from_millis).or_else(|| {
-            errors.push(InitError::invalid(
-                Source::Env(var),
-                raw,
-                "a whole number of milliseconds, e.g. 2000",
-            ));
-            None
-        })
+        raw.parse::<u64>()
+            .ok()
+            .map(Duration::from_millis)
+            .or_else(|| {
+                errors.push(InitError::invalid(
+                    Source::Env(var),
+                    raw,
+                    "a whole number of milliseconds, e.g. 2000",
+                ));
+                None
+            })
     }
 }
 
 /// `Some(has_path)` when `raw` is an `http://` or `https://` URL with a host; `has_path` tells
 /// whether it has a path beyond `/`.
 fn valid_http_url(raw: &str) -> Option<bool> {
-    let rest = raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://"))?;
+    let rest = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -831,7 +945,7 @@ fn valid_http_url(raw: &str) -> Option<bool> {
     if !host_ok || raw.contains(char::is_whitespace) {
         return None;
     }
-    Some(path.trim_end_matches('/').len() > 0)
+    Some(!path.trim_end_matches('/').is_empty())
 }
 
 /// `unknown_service:<executable name>`, the OpenTelemetry default.
@@ -889,7 +1003,10 @@ mod tests {
 
     #[test]
     fn precedence_builder_then_sentry_then_otel_then_default() {
-        let attrs = ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=otel-env,service.version=9.9");
+        let attrs = (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=otel-env,service.version=9.9",
+        );
         // default
         let r = resolve(&[], |c| c);
         assert_eq!(r.settings.service.environment, "development");
@@ -899,7 +1016,11 @@ mod tests {
         assert_eq!(r.settings.service.environment, "otel-env");
         assert_eq!(r.settings.service.release.as_deref(), Some("svc@9.9"));
         // SENTRY_* beats OTEL_*
-        let vars = [attrs, ("SENTRY_ENVIRONMENT", "sentry-env"), ("SENTRY_RELEASE", "r1")];
+        let vars = [
+            attrs,
+            ("SENTRY_ENVIRONMENT", "sentry-env"),
+            ("SENTRY_RELEASE", "r1"),
+        ];
         let r = resolve(&vars, |c| c);
         assert_eq!(r.settings.service.environment, "sentry-env");
         assert_eq!(r.settings.service.release.as_deref(), Some("r1"));
@@ -916,8 +1037,18 @@ mod tests {
         assert_eq!(resolve(&[attrs], |c| c).settings.service.name, "from-attrs");
         let vars = [attrs, ("OTEL_SERVICE_NAME", "from-var")];
         assert_eq!(resolve(&vars, |c| c).settings.service.name, "from-var");
-        assert_eq!(resolve(&vars, |c| c.service_name("b")).settings.service.name, "b");
-        assert!(resolve(&[], |c| c).settings.service.name.starts_with("unknown_service"));
+        assert_eq!(
+            resolve(&vars, |c| c.service_name("b"))
+                .settings
+                .service
+                .name,
+            "b"
+        );
+        assert!(resolve(&[], |c| c)
+            .settings
+            .service
+            .name
+            .starts_with("unknown_service"));
     }
 
     #[test]
@@ -925,7 +1056,9 @@ mod tests {
         assert!(resolve(&[], |c| c).sentry.is_none());
         let dsn = ("SENTRY_DSN", "https://abc@127.0.0.1:9000/1");
         assert!(resolve(&[dsn], |c| c).sentry.is_some());
-        assert!(resolve(&[dsn, ("OTEL_SDK_DISABLED", "true")], |c| c).sentry.is_none());
+        assert!(resolve(&[dsn, ("OTEL_SDK_DISABLED", "true")], |c| c)
+            .sentry
+            .is_none());
         assert!(resolve(&[dsn], |c| c.sentry_dsn("")).sentry.is_none());
     }
 
@@ -934,7 +1067,10 @@ mod tests {
         let r = resolve(&[("SENTRY_DSN", "not-a-dsn")], |c| c);
         assert!(r.sentry.is_none());
         let msg = r.errors[0].to_string();
-        assert!(msg.contains("SENTRY_DSN") && msg.contains("not-a-dsn") && msg.contains("PROJECT_ID"), "{msg}");
+        assert!(
+            msg.contains("SENTRY_DSN") && msg.contains("not-a-dsn") && msg.contains("PROJECT_ID"),
+            "{msg}"
+        );
 
         let r = resolve(&[], |c| c.sentry_dsn("https://secretkey@host/"));
         let msg = r.errors[0].to_string();
@@ -946,33 +1082,81 @@ mod tests {
     fn sample_rates_must_be_in_range() {
         let dsn = ("SENTRY_DSN", "https://abc@h/1");
         let r = resolve(&[dsn, ("SENTRY_SAMPLE_RATE", "1.5")], |c| c);
-        assert!(r.sentry.is_none(), "an invalid Sentry setting switches Sentry off");
-        assert_eq!(resolve(&[dsn, ("SENTRY_SAMPLE_RATE", "0.25")], |c| c).sentry.unwrap().sample_rate, 0.25);
+        assert!(
+            r.sentry.is_none(),
+            "an invalid Sentry setting switches Sentry off"
+        );
+        assert_eq!(
+            resolve(&[dsn, ("SENTRY_SAMPLE_RATE", "0.25")], |c| c)
+                .sentry
+                .unwrap()
+                .sample_rate,
+            0.25
+        );
         assert_eq!(
             r.errors,
-            vec![InitError::invalid(Source::Env("SENTRY_SAMPLE_RATE"), "1.5", "a number from 0.0 to 1.0")]
+            vec![InitError::invalid(
+                Source::Env("SENTRY_SAMPLE_RATE"),
+                "1.5",
+                "a number from 0.0 to 1.0"
+            )]
         );
         let r = resolve(&[dsn], |c| c.traces_sample_rate(-0.1));
-        assert!(r.errors[0].to_string().contains("Config::traces_sample_rate"));
+        assert!(r.errors[0]
+            .to_string()
+            .contains("Config::traces_sample_rate"));
         let r = resolve(&[dsn, ("SENTRY_TRACES_SAMPLE_RATE", "abc")], |c| c);
-        assert!(r.errors[0].to_string().contains("SENTRY_TRACES_SAMPLE_RATE"));
+        assert!(r.errors[0]
+            .to_string()
+            .contains("SENTRY_TRACES_SAMPLE_RATE"));
     }
 
     #[test]
     fn unknown_format_and_bad_bools_are_errors() {
-        let r = resolve(&[("INTEGRA_LOG_FORMAT", "xml"), ("OTEL_SDK_DISABLED", "maybe")], |c| c);
+        let r = resolve(
+            &[
+                ("INTEGRA_LOG_FORMAT", "xml"),
+                ("OTEL_SDK_DISABLED", "maybe"),
+            ],
+            |c| c,
+        );
         let msgs: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
-        assert!(msgs.iter().any(|m| m.contains("INTEGRA_LOG_FORMAT") && m.contains("xml") && m.contains("json")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("OTEL_SDK_DISABLED") && m.contains("maybe")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("INTEGRA_LOG_FORMAT")
+                && m.contains("xml")
+                && m.contains("json")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("OTEL_SDK_DISABLED") && m.contains("maybe")),
+            "{msgs:?}"
+        );
         assert_eq!(r.settings.log.format, LogFormat::Pretty);
     }
 
     #[test]
     fn json_in_production_pretty_elsewhere() {
-        assert_eq!(resolve(&[], |c| c.environment("production")).settings.log.format, LogFormat::Json);
-        assert_eq!(resolve(&[], |c| c.environment("staging")).settings.log.format, LogFormat::Pretty);
         assert_eq!(
-            resolve(&[("INTEGRA_LOG_FORMAT", "compact")], |c| c.environment("production")).settings.log.format,
+            resolve(&[], |c| c.environment("production"))
+                .settings
+                .log
+                .format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            resolve(&[], |c| c.environment("staging"))
+                .settings
+                .log
+                .format,
+            LogFormat::Pretty
+        );
+        assert_eq!(
+            resolve(&[("INTEGRA_LOG_FORMAT", "compact")], |c| c
+                .environment("production"))
+            .settings
+            .log
+            .format,
             LogFormat::Compact
         );
     }
@@ -980,14 +1164,31 @@ mod tests {
     #[test]
     fn dsn_forms() {
         let d = Dsn::parse("https://key@o1.ingest.sentry.io/42").unwrap();
-        assert_eq!(d.envelope_url(), "https://o1.ingest.sentry.io/api/42/envelope/");
+        assert_eq!(
+            d.envelope_url(),
+            "https://o1.ingest.sentry.io/api/42/envelope/"
+        );
         let d = Dsn::parse("http://key:secret@127.0.0.1:8000/sub/path/7").unwrap();
-        assert_eq!(d.envelope_url(), "http://127.0.0.1:8000/sub/path/api/7/envelope/");
+        assert_eq!(
+            d.envelope_url(),
+            "http://127.0.0.1:8000/sub/path/api/7/envelope/"
+        );
         assert_eq!(d.public_key(), "key");
-        for bad in ["", "key@host/1", "ftp://k@h/1", "https://@h/1", "https://k@h", "https://k@h/", "https://k@h:99999/1", "https://k@/1"] {
+        for bad in [
+            "",
+            "key@host/1",
+            "ftp://k@h/1",
+            "https://@h/1",
+            "https://k@h",
+            "https://k@h/",
+            "https://k@h:99999/1",
+            "https://k@/1",
+        ] {
             assert!(Dsn::parse(bad).is_none(), "{bad}");
         }
-        assert!(!format!("{:?}", Dsn::parse("https://topsecret@h/1").unwrap()).contains("topsecret"));
+        assert!(
+            !format!("{:?}", Dsn::parse("https://topsecret@h/1").unwrap()).contains("topsecret")
+        );
     }
 
     #[test]
@@ -995,36 +1196,90 @@ mod tests {
         assert!(resolve(&[], |c| c).otlp.is_none(), "no endpoint, no OTLP");
         let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
         let o = resolve(&[base], |c| c).otlp.unwrap();
-        assert_eq!((o.endpoint.as_str(), o.protocol), ("http://127.0.0.1:4318/v1/traces", OtlpProtocol::HttpProtobuf));
-        let o = resolve(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], |c| c).otlp.unwrap();
-        assert_eq!((o.endpoint.as_str(), o.protocol), ("http://127.0.0.1:4318", OtlpProtocol::Grpc));
-        let signal = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h:1/custom");
-        assert_eq!(resolve(&[base, signal], |c| c).otlp.unwrap().endpoint, "http://h:1/custom");
         assert_eq!(
-            resolve(&[base, signal], |c| c.otlp_endpoint("http://b:2")).otlp.unwrap().endpoint,
+            (o.endpoint.as_str(), o.protocol),
+            (
+                "http://127.0.0.1:4318/v1/traces",
+                OtlpProtocol::HttpProtobuf
+            )
+        );
+        let o = resolve(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], |c| c)
+            .otlp
+            .unwrap();
+        assert_eq!(
+            (o.endpoint.as_str(), o.protocol),
+            ("http://127.0.0.1:4318", OtlpProtocol::Grpc)
+        );
+        let signal = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h:1/custom");
+        assert_eq!(
+            resolve(&[base, signal], |c| c).otlp.unwrap().endpoint,
+            "http://h:1/custom"
+        );
+        assert_eq!(
+            resolve(&[base, signal], |c| c.otlp_endpoint("http://b:2"))
+                .otlp
+                .unwrap()
+                .endpoint,
             "http://b:2/v1/traces"
         );
-        assert!(resolve(&[base, ("OTEL_TRACES_EXPORTER", "none")], |c| c).otlp.is_none());
-        assert!(resolve(&[base, ("OTEL_SDK_DISABLED", "true")], |c| c).otlp.is_none());
+        assert!(resolve(&[base, ("OTEL_TRACES_EXPORTER", "none")], |c| c)
+            .otlp
+            .is_none());
+        assert!(resolve(&[base, ("OTEL_SDK_DISABLED", "true")], |c| c)
+            .otlp
+            .is_none());
 
         let r = resolve(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")], |c| c);
         assert!(r.otlp.is_none());
-        assert!(r.errors[0].to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL") && r.errors[0].to_string().contains("thrift"));
+        assert!(
+            r.errors[0]
+                .to_string()
+                .contains("OTEL_EXPORTER_OTLP_PROTOCOL")
+                && r.errors[0].to_string().contains("thrift")
+        );
         let r = resolve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317")], |c| c);
         assert!(r.otlp.is_none());
-        assert!(r.errors[0].to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        assert!(r.errors[0]
+            .to_string()
+            .contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
         let r = resolve(&[base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")], |c| c);
-        assert!(r.errors[0].to_string().contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
+        assert!(r.errors[0]
+            .to_string()
+            .contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
     }
 
     #[test]
     fn otlp_headers_never_echo_values() {
         let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318");
-        let o = resolve(&[base, ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr%3Dt,x=1"), ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x=2")], |c| c).otlp.unwrap();
-        assert_eq!(o.headers, vec![("api-key".into(), "s3cr=t".into()), ("x".into(), "2".into())]);
-        let r = resolve(&[base, ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=topsecret,broken")], |c| c);
+        let o = resolve(
+            &[
+                base,
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr%3Dt,x=1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x=2"),
+            ],
+            |c| c,
+        )
+        .otlp
+        .unwrap();
+        assert_eq!(
+            o.headers,
+            vec![
+                ("api-key".into(), "s3cr=t".into()),
+                ("x".into(), "2".into())
+            ]
+        );
+        let r = resolve(
+            &[
+                base,
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=topsecret,broken"),
+            ],
+            |c| c,
+        );
         let msg = r.errors[0].to_string();
-        assert!(msg.contains("OTEL_EXPORTER_OTLP_HEADERS") && !msg.contains("topsecret"), "{msg}");
+        assert!(
+            msg.contains("OTEL_EXPORTER_OTLP_HEADERS") && !msg.contains("topsecret"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -1033,21 +1288,43 @@ mod tests {
         let s = |vars: &[(&str, &str)]| resolve(vars, |c| c).otlp.map(|o| o.sampler);
         assert_eq!(s(&[base]), Some(Sampler::new(SamplerKind::AlwaysOn, true)));
         assert_eq!(
-            s(&[base, ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.1")]),
+            s(&[
+                base,
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1")
+            ]),
             Some(Sampler::new(SamplerKind::TraceIdRatio(0.1), true))
         );
-        assert_eq!(s(&[base, ("OTEL_TRACES_SAMPLER", "always_off")]), Some(Sampler::new(SamplerKind::AlwaysOff, false)));
+        assert_eq!(
+            s(&[base, ("OTEL_TRACES_SAMPLER", "always_off")]),
+            Some(Sampler::new(SamplerKind::AlwaysOff, false))
+        );
         let r = resolve(&[base, ("OTEL_TRACES_SAMPLER", "sometimes")], |c| c);
         assert!(r.otlp.is_none() && r.errors[0].to_string().contains("OTEL_TRACES_SAMPLER"));
-        let r = resolve(&[base, ("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")], |c| c);
+        let r = resolve(
+            &[
+                base,
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ],
+            |c| c,
+        );
         assert!(r.errors[0].to_string().contains("OTEL_TRACES_SAMPLER_ARG"));
     }
 
     #[test]
     fn propagators() {
-        assert_eq!(resolve(&[], |c| c).propagators, vec!["tracecontext", "baggage", "sentry"]);
-        assert_eq!(resolve(&[("OTEL_PROPAGATORS", "tracecontext,jaeger")], |c| c).propagators, vec!["tracecontext", "jaeger"]);
-        assert!(resolve(&[("OTEL_PROPAGATORS", "none")], |c| c).propagators.is_empty());
+        assert_eq!(
+            resolve(&[], |c| c).propagators,
+            vec!["tracecontext", "baggage", "sentry"]
+        );
+        assert_eq!(
+            resolve(&[("OTEL_PROPAGATORS", "tracecontext,jaeger")], |c| c).propagators,
+            vec!["tracecontext", "jaeger"]
+        );
+        assert!(resolve(&[("OTEL_PROPAGATORS", "none")], |c| c)
+            .propagators
+            .is_empty());
         let r = resolve(&[("OTEL_PROPAGATORS", "b3")], |c| c);
         assert!(r.errors[0].to_string().contains("`b3` is not supported"));
     }

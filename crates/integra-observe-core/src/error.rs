@@ -53,7 +53,11 @@ pub enum InitError {
 impl InitError {
     /// An [`InitError::InvalidSetting`] for `source`, `value` and `expected`.
     pub fn invalid(source: Source, value: impl Into<String>, expected: impl Into<String>) -> Self {
-        InitError::InvalidSetting { source, value: value.into(), expected: expected.into() }
+        InitError::InvalidSetting {
+            source,
+            value: value.into(),
+            expected: expected.into(),
+        }
     }
 }
 

@@ -95,7 +95,11 @@ pub struct SpanContext {
 impl SpanContext {
     /// A span context from its parts.
     pub fn new(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Self {
-        SpanContext { trace_id, span_id, sampled }
+        SpanContext {
+            trace_id,
+            span_id,
+            sampled,
+        }
     }
 }
 

@@ -11,8 +11,9 @@ mod stats;
 
 pub use bridge::{ActiveSpan, ErrorInfo};
 pub use config::{
-    parse_key_values, percent_decode, BatchSettings, Config, Dsn, LogFormat, LogSettings, OtlpProtocol,
-    OtlpSettings, Resolved, Sampler, SamplerKind, SentrySettings, ServiceInfo, Settings,
+    parse_key_values, percent_decode, BatchSettings, Config, Dsn, LogFormat, LogSettings,
+    OtlpProtocol, OtlpSettings, Resolved, Sampler, SamplerKind, SentrySettings, ServiceInfo,
+    Settings,
 };
 pub use env::{EnvVar, ENV_VARS};
 pub use error::{InitError, Source};

@@ -86,7 +86,10 @@ pub struct Stats {
 impl Stats {
     /// Every dropped item, whatever the reason.
     pub fn dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_rate_limited + self.dropped_rejected + self.dropped_send_failed
+        self.dropped_queue_full
+            + self.dropped_rate_limited
+            + self.dropped_rejected
+            + self.dropped_send_failed
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integra_observe_core::{
-    ActiveSpan, Counters, DropReason, ErrorInfo, InitError, OtlpProtocol, OtlpSettings, SamplerKind,
-    ServiceInfo, SpanContext, SpanId, Stats, TraceId,
+    ActiveSpan, Counters, DropReason, ErrorInfo, InitError, OtlpProtocol, OtlpSettings,
+    SamplerKind, ServiceInfo, SpanContext, SpanId, Stats, TraceId,
 };
 use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -24,8 +24,17 @@ pub const STACK: &str = "opentelemetry 0.33, opentelemetry_sdk 0.33, opentelemet
 
 /// Targets of the export stack itself: their spans and events are never exported, or an
 /// export would trace itself.
-pub const EXPORT_STACK_TARGETS: &[&str] =
-    &["h2", "hyper", "hyper_util", "tonic", "tower", "reqwest", "ureq", "rustls", "opentelemetry"];
+pub const EXPORT_STACK_TARGETS: &[&str] = &[
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "reqwest",
+    "ureq",
+    "rustls",
+    "opentelemetry",
+];
 
 /// A running OTLP pipeline: the tracer provider, its batch processor, and the runtime the gRPC
 /// exporter needs.
@@ -37,7 +46,9 @@ pub struct OtlpBackend {
 
 impl std::fmt::Debug for OtlpBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpBackend").field("stats", &self.stats()).finish()
+        f.debug_struct("OtlpBackend")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -48,7 +59,10 @@ impl std::fmt::Debug for OtlpBackend {
 /// caller's runtime, and the SDK's runtime is shut down in the background, never dropped inside
 /// async code.
 pub fn init(settings: &OtlpSettings, service: &ServiceInfo) -> Result<OtlpBackend, InitError> {
-    let backend_err = |message: String| InitError::Backend { backend: "otlp", message };
+    let backend_err = |message: String| InitError::Backend {
+        backend: "otlp",
+        message,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("integra-otlp")
@@ -67,19 +81,28 @@ pub fn init(settings: &OtlpSettings, service: &ServiceInfo) -> Result<OtlpBacken
         .join()
     })
     .map_err(|_| backend_err("building the exporter panicked".into()))??;
-    let exporter = CountingExporter { inner: exporter, counters: counters.clone() };
+    let exporter = CountingExporter {
+        inner: exporter,
+        counters: counters.clone(),
+    };
     let batch = BatchConfigBuilder::default()
         .with_max_queue_size(settings.batch.max_queue_size)
         .with_max_export_batch_size(settings.batch.max_export_batch_size)
         .with_scheduled_delay(settings.batch.schedule_delay)
         .build();
-    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(sampler(settings))
         .with_resource(resource(service))
         .build();
-    Ok(OtlpBackend { provider, runtime: Mutex::new(Some(runtime)), counters })
+    Ok(OtlpBackend {
+        provider,
+        runtime: Mutex::new(Some(runtime)),
+        counters,
+    })
 }
 
 fn build_exporter(settings: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
@@ -123,9 +146,17 @@ fn build_exporter(settings: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExp
                 .build()
         }
         #[allow(unreachable_patterns)] // OtlpProtocol is non_exhaustive
-        _ => return Err(InitError::Backend { backend: "otlp", message: "unsupported protocol".into() }),
+        _ => {
+            return Err(InitError::Backend {
+                backend: "otlp",
+                message: "unsupported protocol".into(),
+            })
+        }
     };
-    built.map_err(|e| InitError::Backend { backend: "otlp", message: format!("the exporter could not be built: {e}") })
+    built.map_err(|e| InitError::Backend {
+        backend: "otlp",
+        message: format!("the exporter could not be built: {e}"),
+    })
 }
 
 type MetadataKey = tonic::metadata::MetadataKey<tonic::metadata::Ascii>;
@@ -164,17 +195,25 @@ fn resource(service: &ServiceInfo) -> Resource {
     if let Some(v) = &service.version {
         attrs.push(KeyValue::new("service.version", v.clone()));
     }
-    attrs.push(KeyValue::new("deployment.environment.name", service.environment.clone()));
+    attrs.push(KeyValue::new(
+        "deployment.environment.name",
+        service.environment.clone(),
+    ));
     if let Some(host) = host_name() {
         attrs.push(KeyValue::new("host.name", host));
     }
     attrs.push(KeyValue::new("process.pid", i64::from(std::process::id())));
-    if let Some(exe) = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())) {
+    if let Some(exe) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    {
         attrs.push(KeyValue::new("process.executable.name", exe));
     }
     attrs.push(KeyValue::new("process.runtime.name", "rust"));
     Resource::builder_empty()
-        .with_detector(Box::new(opentelemetry_sdk::resource::TelemetryResourceDetector))
+        .with_detector(Box::new(
+            opentelemetry_sdk::resource::TelemetryResourceDetector,
+        ))
         .with_attributes(attrs)
         .with_service_name(service.name.clone())
         .build()
@@ -206,7 +245,10 @@ impl OtlpBackend {
             .with_threads(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|m| {
                 !EXPORT_STACK_TARGETS.iter().any(|t| {
-                    m.target() == *t || m.target().strip_prefix(t).is_some_and(|r| r.starts_with("::") || r.starts_with('_'))
+                    m.target() == *t
+                        || m.target()
+                            .strip_prefix(t)
+                            .is_some_and(|r| r.starts_with("::") || r.starts_with('_'))
                 })
             }))
     }
@@ -225,13 +267,19 @@ impl OtlpBackend {
     /// Exports what is queued and stops, within `timeout`. Safe to call twice.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         let provider = self.provider.clone();
-        let ok = run_bounded(timeout, move || provider.shutdown_with_timeout(timeout).is_ok());
+        let ok = run_bounded(timeout, move || {
+            provider.shutdown_with_timeout(timeout).is_ok()
+        });
         self.stop_runtime();
         ok
     }
 
     fn stop_runtime(&self) {
-        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(rt) = runtime {
             // Never blocks, and never panics inside async code as dropping a runtime would.
             rt.shutdown_background();
@@ -253,9 +301,11 @@ impl Drop for OtlpBackend {
 /// Runs `f` on its own thread and waits at most `timeout` for it.
 fn run_bounded(timeout: Duration, f: impl FnOnce() -> bool + Send + 'static) -> bool {
     let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new().name("integra-otlp-stop".into()).spawn(move || {
-        let _ = tx.send(f());
-    });
+    let spawned = std::thread::Builder::new()
+        .name("integra-otlp-stop".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
     spawned.is_ok() && rx.recv_timeout(timeout).unwrap_or(false)
 }
 

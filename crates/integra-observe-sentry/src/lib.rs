@@ -35,7 +35,9 @@ pub struct SentryBackend {
 
 impl std::fmt::Debug for SentryBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SentryBackend").field("stats", &self.stats()).finish()
+        f.debug_struct("SentryBackend")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -51,10 +53,14 @@ pub fn init(
     active_span: Option<Arc<dyn ActiveSpan>>,
 ) -> Result<SentryBackend, InitError> {
     let counters = Arc::new(Counters::default());
-    let dsn = settings.dsn.as_str().parse::<sentry::types::Dsn>().map_err(|e| InitError::Backend {
-        backend: "sentry",
-        message: format!("the DSN was not accepted by the Sentry client: {e}"),
-    })?;
+    let dsn = settings
+        .dsn
+        .as_str()
+        .parse::<sentry::types::Dsn>()
+        .map_err(|e| InitError::Backend {
+            backend: "sentry",
+            message: format!("the DSN was not accepted by the Sentry client: {e}"),
+        })?;
     let factory = HttpTransportFactory {
         dsn: settings.dsn.clone(),
         queue_size: settings.queue_size,
@@ -96,6 +102,19 @@ impl SentryBackend {
     }
 }
 
+/// The ids of the Sentry span active on this thread, when Sentry owns span identity (no OTLP).
+pub fn current_span_context() -> Option<integra_observe_core::SpanContext> {
+    let span = sentry::Hub::current().configure_scope(|scope| scope.get_span())?;
+    let tc = span.get_trace_context();
+    Some(integra_observe_core::SpanContext::new(
+        integra_observe_core::TraceId::from_hex(&tc.trace_id.to_string())?,
+        integra_observe_core::SpanId::from_hex(&tc.span_id.to_string())?,
+        // The sampling decision as Sentry propagates it: `sentry-trace: TRACE-SPAN-1`.
+        span.iter_headers()
+            .any(|(name, value)| name == "sentry-trace" && value.ends_with("-1")),
+    ))
+}
+
 /// Client options shared by the real client and the test capture: release, environment,
 /// sampling, PII, and the `before_send` hook that ties events to the active span.
 pub fn client_options(
@@ -118,8 +137,12 @@ pub fn client_options(
 /// Runs on the thread that emitted the event, after the scope was applied.
 fn before_send(mut event: Event<'static>, active_span: Option<&dyn ActiveSpan>) -> Event<'static> {
     promote_fields_to_tags(&mut event);
-    let Some(active_span) = active_span else { return event };
-    let Some(span) = active_span.current() else { return event };
+    let Some(active_span) = active_span else {
+        return event;
+    };
+    let Some(span) = active_span.current() else {
+        return event;
+    };
     let previous = match event.contexts.remove("trace") {
         Some(Context::Trace(tc)) => *tc,
         _ => TraceContext::default(),
@@ -131,7 +154,9 @@ fn before_send(mut event: Event<'static>, active_span: Option<&dyn ActiveSpan>) 
         parent_span_id: None,
         ..previous
     };
-    event.contexts.insert("trace".into(), Context::Trace(Box::new(trace)));
+    event
+        .contexts
+        .insert("trace".into(), Context::Trace(Box::new(trace)));
     let exception = event.exception.values.last();
     let message = event
         .message
@@ -150,7 +175,9 @@ fn before_send(mut event: Event<'static>, active_span: Option<&dyn ActiveSpan>) 
 /// Copies an event's scalar fields (as recorded by `error!(user.id = 42, ...)`) into tags, so they
 /// can be searched in Sentry. Explicit `tags.*` fields keep precedence.
 fn promote_fields_to_tags(event: &mut Event<'static>) {
-    let Some(Context::Other(fields)) = event.contexts.get(FIELDS_CONTEXT) else { return };
+    let Some(Context::Other(fields)) = event.contexts.get(FIELDS_CONTEXT) else {
+        return;
+    };
     for (key, value) in fields {
         let text = match value {
             Value::String(s) => s.clone(),
@@ -173,9 +200,10 @@ pub fn layer<S>(with_spans: bool) -> impl Layer<S> + Send + Sync
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    let breadcrumbs = sentry::integrations::tracing::BreadcrumbLayer::new().with_filter(filter_fn(|m| {
-        m.is_event() && matches!(*m.level(), Level::INFO | Level::WARN)
-    }));
+    let breadcrumbs =
+        sentry::integrations::tracing::BreadcrumbLayer::new().with_filter(filter_fn(|m| {
+            m.is_event() && matches!(*m.level(), Level::INFO | Level::WARN)
+        }));
     let errors = sentry::integrations::tracing::ErrorLayer::new()
         .enable_span_attributes()
         .with_filter(LevelFilter::ERROR.or(filter_fn(|m| m.is_span())));
@@ -244,7 +272,9 @@ mod tests {
         let mut event = Event::new();
         event.message = Some("boom".into());
         let event = before_send(event, Some(&otel));
-        let Some(Context::Trace(tc)) = event.contexts.get("trace") else { panic!("no trace") };
+        let Some(Context::Trace(tc)) = event.contexts.get("trace") else {
+            panic!("no trace")
+        };
         assert_eq!(tc.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(tc.span_id.to_string(), "00f067aa0ba902b7");
         let recorded = otel.1.lock().unwrap();
@@ -259,7 +289,9 @@ mod tests {
         fields.insert("user.id".to_owned(), Value::from(42));
         fields.insert("nested".to_owned(), serde_json::json!({"a": 1}));
         fields.insert("long".to_owned(), Value::from("x".repeat(500)));
-        event.contexts.insert(FIELDS_CONTEXT.into(), Context::Other(fields));
+        event
+            .contexts
+            .insert(FIELDS_CONTEXT.into(), Context::Other(fields));
         event.tags.insert("user.id".into(), "explicit".into());
         promote_fields_to_tags(&mut event);
         assert_eq!(event.tags["user.id"], "explicit");

@@ -30,7 +30,9 @@ impl RateLimits {
     pub fn update_from_sentry_header(&mut self, header: &str, now: Instant) {
         for group in header.split(',') {
             let mut parts = group.trim().split(':');
-            let Some(Ok(secs)) = parts.next().map(|s| s.trim().parse::<f64>()) else { continue };
+            let Some(Ok(secs)) = parts.next().map(|s| s.trim().parse::<f64>()) else {
+                continue;
+            };
             if !secs.is_finite() || secs < 0.0 {
                 continue;
             }

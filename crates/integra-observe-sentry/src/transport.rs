@@ -16,6 +16,8 @@ use sentry::{ClientOptions, Envelope, Transport, TransportFactory};
 
 use crate::ratelimit::RateLimits;
 
+// Send is by far the common case; boxing it would cost an allocation per envelope.
+#[allow(clippy::large_enum_variant)]
 enum Task {
     Send(Envelope),
     Flush(SyncSender<()>),
@@ -67,7 +69,10 @@ impl HttpTransport {
             // Without a thread the queue fills and every envelope is counted as dropped.
             eprintln!("integra-observe: could not start the Sentry transport thread: {e}");
         }
-        HttpTransport { queue, counters: f.counters.clone() }
+        HttpTransport {
+            queue,
+            counters: f.counters.clone(),
+        }
     }
 
     /// Sends a flush marker and waits for the worker to reach it, at most until `deadline`.
@@ -85,7 +90,8 @@ impl HttpTransport {
                 Err(_) => return false,
             }
         }
-        rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 }
 
@@ -159,7 +165,9 @@ impl Worker {
                 if code == 429 {
                     match resp.header("X-Sentry-Rate-Limits") {
                         Some(h) => self.limits.update_from_sentry_header(h, now),
-                        None => self.limits.update_from_retry_after(resp.header("Retry-After"), now),
+                        None => self
+                            .limits
+                            .update_from_retry_after(resp.header("Retry-After"), now),
                     }
                     self.counters.dropped(DropReason::RateLimited, 1);
                 } else {

@@ -32,7 +32,10 @@ pub struct Guard {
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard").field("stats", &self.stats()).field("timeout", &self.timeout).finish()
+        f.debug_struct("Guard")
+            .field("stats", &self.stats())
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -47,13 +50,19 @@ pub struct BackendStats {
 impl BackendStats {
     /// The counters of one backend (`"sentry"` or `"otlp"`), if it runs.
     pub fn get(&self, backend: &str) -> Option<Stats> {
-        self.backends.iter().find(|(n, _)| *n == backend).map(|(_, s)| *s)
+        self.backends
+            .iter()
+            .find(|(n, _)| *n == backend)
+            .map(|(_, s)| *s)
     }
 }
 
 impl Guard {
     pub(crate) fn new(backends: Vec<Box<dyn Backend>>, timeout: Duration) -> Self {
-        Guard { backends: Mutex::new(backends), timeout }
+        Guard {
+            backends: Mutex::new(backends),
+            timeout,
+        }
     }
 
     /// A guard with nothing to shut down (returned by `init` when it could not start).
@@ -68,14 +77,22 @@ impl Guard {
 
     /// Counters of every running backend.
     pub fn stats(&self) -> BackendStats {
-        BackendStats { backends: self.backends().iter().map(|b| (b.name(), b.stats())).collect() }
+        BackendStats {
+            backends: self
+                .backends()
+                .iter()
+                .map(|b| (b.name(), b.stats()))
+                .collect(),
+        }
     }
 
     /// Sends what is queued, waiting at most `timeout` in all. `false` if time ran out.
     pub fn flush(&self, timeout: Duration) -> bool {
         let backends = self.backends();
         let deadline = Instant::now() + timeout;
-        backends.iter().all(|b| b.flush(deadline.saturating_duration_since(Instant::now())))
+        backends
+            .iter()
+            .all(|b| b.flush(deadline.saturating_duration_since(Instant::now())))
     }
 
     /// Flushes and shuts every backend down in parallel, returning within the shutdown timeout
@@ -91,11 +108,13 @@ impl Guard {
         for backend in backends {
             let tx = tx.clone();
             let timeout = self.timeout;
-            let spawned = thread::Builder::new().name("integra-shutdown".into()).spawn(move || {
-                let ok = backend.shutdown(timeout);
-                let stats = backend.stats();
-                let _ = tx.send((backend.name(), ok, stats));
-            });
+            let spawned = thread::Builder::new()
+                .name("integra-shutdown".into())
+                .spawn(move || {
+                    let ok = backend.shutdown(timeout);
+                    let stats = backend.stats();
+                    let _ = tx.send((backend.name(), ok, stats));
+                });
             if spawned.is_err() {
                 return false;
             }

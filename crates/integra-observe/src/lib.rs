@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The README shows `fn main` on purpose: init belongs at the start of main.
+#![allow(clippy::needless_doctest_main)]
 
 mod guard;
 mod subscriber;
@@ -34,6 +36,24 @@ pub mod backends {
 #[cfg_attr(docsrs, doc(cfg(feature = "test")))]
 pub mod test {
     pub use integra_observe_sentry::with_captured_events;
+}
+
+/// The ids of the span active on this thread (or task): OpenTelemetry's when the OTLP backend
+/// runs, Sentry's when Sentry runs alone, `None` otherwise or outside any span. These are the ids a
+/// Sentry event raised here carries.
+///
+/// ```
+/// assert!(integra_observe::current_span_context().is_none()); // not initialised: no ids
+/// ```
+pub fn current_span_context() -> Option<SpanContext> {
+    if let Some(active) = subscriber::ACTIVE_SPAN.get() {
+        return active.current();
+    }
+    #[cfg(feature = "sentry")]
+    if subscriber::STARTED.load(std::sync::atomic::Ordering::Relaxed) {
+        return integra_observe_sentry::current_span_context();
+    }
+    None
 }
 
 /// Starts integra-observe: console logging, and every backend that is compiled in and configured.

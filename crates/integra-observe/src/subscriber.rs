@@ -13,7 +13,12 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::guard::{Backend, Guard};
 
-static STARTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// The span backend's view of the active span, set once when OTLP starts.
+pub(crate) static ACTIVE_SPAN: std::sync::OnceLock<
+    std::sync::Arc<dyn integra_observe_core::ActiveSpan>,
+> = std::sync::OnceLock::new();
 
 type Base = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
 type BoxedLayer = Box<dyn Layer<Base> + Send + Sync>;
@@ -41,7 +46,12 @@ pub(crate) fn start(resolved: Resolved, strict: bool) -> Result<Started, InitErr
 }
 
 fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
-    let Resolved { settings, sentry, otlp, .. } = resolved;
+    let Resolved {
+        settings,
+        sentry,
+        otlp,
+        ..
+    } = resolved;
     let filter = EnvFilter::try_new(&settings.log.filter).map_err(|e| {
         InitError::invalid(
             Source::Env("RUST_LOG"),
@@ -55,16 +65,17 @@ fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
     layers.extend(console_layer(&settings.log));
 
     // A failed backend: fatal in strict mode (after stopping what already started), else noted.
-    let mut failed = |e: InitError, backends: &mut Vec<Box<dyn Backend>>| -> Result<(), InitError> {
-        if strict {
-            for b in backends.drain(..) {
-                b.shutdown(std::time::Duration::ZERO);
+    let mut failed =
+        |e: InitError, backends: &mut Vec<Box<dyn Backend>>| -> Result<(), InitError> {
+            if strict {
+                for b in backends.drain(..) {
+                    b.shutdown(std::time::Duration::ZERO);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-        errors.push(e);
-        Ok(())
-    };
+            errors.push(e);
+            Ok(())
+        };
 
     #[cfg(feature = "otlp")]
     let active_span = match &otlp {
@@ -72,6 +83,7 @@ fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
             Ok(backend) => {
                 layers.push(Box::new(backend.layer::<Base>()));
                 let active = backend.active_span();
+                let _ = ACTIVE_SPAN.set(active.clone());
                 backends.push(Box::new(OtlpHandle(backend)));
                 Some(active)
             }
@@ -91,7 +103,12 @@ fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
     #[cfg(feature = "sentry")]
     if let Some(s) = &sentry {
         let owns_spans = active_span.is_none();
-        match integra_observe_sentry::init(s, &settings.service, settings.shutdown_timeout, active_span) {
+        match integra_observe_sentry::init(
+            s,
+            &settings.service,
+            settings.shutdown_timeout,
+            active_span,
+        ) {
             Ok(backend) => {
                 layers.push(Box::new(integra_observe_sentry::layer::<Base>(owns_spans)));
                 backends.push(Box::new(SentryHandle(backend)));
@@ -112,7 +129,11 @@ fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
     }
     // `log` records from dependencies join the same path; a logger set elsewhere is kept.
     let _ = tracing_log::LogTracer::init();
-    Ok(Started { guard: Guard::new(backends, settings.shutdown_timeout), backends: names, errors })
+    Ok(Started {
+        guard: Guard::new(backends, settings.shutdown_timeout),
+        backends: names,
+        errors,
+    })
 }
 
 fn console_layer(log: &LogSettings) -> Option<BoxedLayer> {
@@ -152,5 +173,15 @@ macro_rules! backend_handle {
     };
 }
 
-backend_handle!("sentry", SentryHandle, integra_observe_sentry::SentryBackend, "sentry");
-backend_handle!("otlp", OtlpHandle, integra_observe_otlp::OtlpBackend, "otlp");
+backend_handle!(
+    "sentry",
+    SentryHandle,
+    integra_observe_sentry::SentryBackend,
+    "sentry"
+);
+backend_handle!(
+    "otlp",
+    OtlpHandle,
+    integra_observe_otlp::OtlpBackend,
+    "otlp"
+);

@@ -54,13 +54,25 @@ fn report(guard: &integra_observe::Guard, extra: serde_json::Value) {
 fn nested_error() {
     let guard = integra_observe::init(Config::from_env().service_name("scenario-nested"));
     {
-        let _root = info_span!("handle_request", otel.kind = "server", http.route = "/api/documents").entered();
+        let _root = info_span!(
+            "handle_request",
+            otel.kind = "server",
+            http.route = "/api/documents"
+        )
+        .entered();
         let _mid = info_span!("verify_user", user.id = 42).entered();
         let _inner = info_span!("fetch_keys", otel.kind = "client").entered();
         info!("fetching signing keys");
         warn!(attempt = 2, "token near expiry");
-        let err = VerificationError { source: std::io::Error::other("connection reset by key server") };
-        error!(error = &err as &dyn Error, tags.component = "auth", user.id = 42, "verification failed");
+        let err = VerificationError {
+            source: std::io::Error::other("connection reset by key server"),
+        };
+        error!(
+            error = &err as &dyn Error,
+            tags.component = "auth",
+            user.id = 42,
+            "verification failed"
+        );
         remember_event_id();
     }
     report(&guard, json!({}));
@@ -69,7 +81,9 @@ fn nested_error() {
 #[tracing::instrument]
 async fn load_case(case_id: u64) -> u64 {
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let spawned = tokio::spawn(register_on_chain(case_id).instrument(info_span!("spawned_task", otel.kind = "internal")));
+    let spawned = tokio::spawn(
+        register_on_chain(case_id).instrument(info_span!("spawned_task", otel.kind = "internal")),
+    );
     spawned.await.unwrap_or(0)
 }
 
@@ -85,10 +99,15 @@ async fn register_on_chain(case_id: u64) -> u64 {
 /// An error raised in a spawned, instrumented task, after several `.await`s.
 fn async_error() {
     let guard = integra_observe::init(Config::from_env().service_name("scenario-async"));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
     let Ok(runtime) = runtime else { return };
     runtime.block_on(async {
-        load_case(7).instrument(info_span!("handle_request", otel.kind = "server")).await;
+        load_case(7)
+            .instrument(info_span!("handle_request", otel.kind = "server"))
+            .await;
     });
     drop(runtime);
     report(&guard, json!({}));
@@ -110,7 +129,10 @@ fn try_init() {
         Ok(guard) => {
             let second = integra_observe::try_init(Config::from_env());
             info!("started");
-            report(&guard, json!({"second_init": second.err().map(|e| e.to_string())}));
+            report(
+                &guard,
+                json!({"second_init": second.err().map(|e| e.to_string())}),
+            );
         }
         Err(e) => {
             println!("INIT ERROR: {e}");
