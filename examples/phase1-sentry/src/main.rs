@@ -1,7 +1,9 @@
 //! Phase 1: a service that sends its errors to Sentry, written with plain `tracing`.
 //!
-//! Run it:      cargo run -p phase1-sentry
-//! With Sentry: SENTRY_DSN=https://KEY@sentry.example.com/42 SENTRY_ENVIRONMENT=staging cargo run -p phase1-sentry
+//! ```text
+//! cargo run -p phase1-sentry
+//! SENTRY_DSN=https://KEY@sentry.example.com/42 SENTRY_ENVIRONMENT=staging cargo run -p phase1-sentry
+//! ```
 //!
 //! What to look at: the console log of a request that fails (pretty locally, JSON when
 //! SENTRY_ENVIRONMENT=production). Without SENTRY_DSN nothing is sent, and the example prints the

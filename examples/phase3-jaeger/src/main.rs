@@ -1,8 +1,10 @@
 //! Phase 3: spans to Jaeger over OTLP, errors to Sentry, and one trace id in both.
 //!
 //! Run it against a local Jaeger v2 (OTLP on 4317/4318, UI on 16686) and a Sentry project:
-//!   OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+//! ```text
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
 //!   SENTRY_DSN=https://KEY@sentry.example.com/42 cargo run -p phase3-jaeger
+//! ```
 //! (without them it still runs and logs to the console; nothing is sent)
 //!
 //! What to look at: the example prints the trace id of the failed request. In Jaeger, search that
