@@ -88,7 +88,10 @@ fn error_in_span_arrives_with_fields_chain_breadcrumbs_and_trace_context() {
         "{trace:#}"
     );
     // sentry-tracing names the op `<target>::<span name>`.
-    assert_eq!(trace["op"], "scenario::fetch_keys", "the innermost span: {trace:#}");
+    assert_eq!(
+        trace["op"], "scenario::fetch_keys",
+        "the innermost span: {trace:#}"
+    );
 }
 
 #[test]

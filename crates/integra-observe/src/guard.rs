@@ -75,6 +75,13 @@ impl Guard {
         self.backends.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Stops every backend at once, without waiting for queues to drain.
+    pub(crate) fn shutdown_now(&self) {
+        for b in std::mem::take(&mut *self.backends()) {
+            b.shutdown(Duration::ZERO);
+        }
+    }
+
     /// Counters of every running backend.
     pub fn stats(&self) -> BackendStats {
         BackendStats {

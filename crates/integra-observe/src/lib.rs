@@ -76,6 +76,24 @@ pub fn try_init(config: Config) -> Result<Guard, InitError> {
     subscriber::start(resolved, true).map(|started| started.guard)
 }
 
+/// Builds the same subscriber and backends as [`try_init`] without installing the subscriber
+/// globally: for benchmarks, and for code that scopes it with [`tracing::dispatcher::with_default`].
+/// The Sentry client is still bound to Sentry's main hub. Fails on the first invalid setting.
+///
+/// ```
+/// let (dispatch, guard) = integra_observe::try_build(integra_observe::Config::new().console(false))?;
+/// tracing::dispatcher::with_default(&dispatch, || tracing::info!("only seen by this subscriber"));
+/// drop(guard);
+/// # Ok::<(), integra_observe::InitError>(())
+/// ```
+pub fn try_build(config: Config) -> Result<(tracing::Dispatch, Guard), InitError> {
+    let resolved = config.resolve();
+    if let Some(error) = resolved.errors.first() {
+        return Err(error.clone());
+    }
+    subscriber::build(resolved, true).map(|started| (started.dispatch, started.guard))
+}
+
 /// Starts integra-observe like [`try_init`], but never fails: an invalid setting is logged (with
 /// the variable, the value and the expected form) and its backend runs switched off, while the
 /// console keeps logging. On a second call it logs the error and returns a guard that does nothing.

@@ -26,6 +26,8 @@ type BoxedLayer = Box<dyn Layer<Base> + Send + Sync>;
 /// What `start` did.
 pub(crate) struct Started {
     pub guard: Guard,
+    /// The subscriber, not yet installed.
+    pub dispatch: tracing::Dispatch,
     /// Backends that run.
     pub backends: Vec<&'static str>,
     /// Backends that failed to start (lenient mode only; strict mode returns the first).
@@ -38,14 +40,23 @@ pub(crate) fn start(resolved: Resolved, strict: bool) -> Result<Started, InitErr
     if STARTED.swap(true, Ordering::SeqCst) {
         return Err(InitError::AlreadyInitialized);
     }
-    let result = build(resolved, strict);
+    let result = build(resolved, strict).and_then(|started| {
+        if tracing::dispatcher::set_global_default(started.dispatch.clone()).is_err() {
+            started.guard.shutdown_now();
+            return Err(InitError::AlreadyInitialized);
+        }
+        // `log` records from dependencies join the same path; a logger set elsewhere is kept.
+        let _ = tracing_log::LogTracer::init();
+        Ok(started)
+    });
     if result.is_err() {
         STARTED.store(false, Ordering::SeqCst);
     }
     result
 }
 
-fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
+/// Builds the subscriber and starts the backends without installing anything globally.
+pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
     let Resolved {
         settings,
         sentry,
@@ -121,16 +132,9 @@ fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
 
     let names = backends.iter().map(|b| b.name()).collect();
     let subscriber = tracing_subscriber::registry().with(filter).with(layers);
-    if tracing::subscriber::set_global_default(subscriber).is_err() {
-        for b in backends.drain(..) {
-            b.shutdown(std::time::Duration::ZERO);
-        }
-        return Err(InitError::AlreadyInitialized);
-    }
-    // `log` records from dependencies join the same path; a logger set elsewhere is kept.
-    let _ = tracing_log::LogTracer::init();
     Ok(Started {
         guard: Guard::new(backends, settings.shutdown_timeout),
+        dispatch: tracing::Dispatch::new(subscriber),
         backends: names,
         errors,
     })
