@@ -328,6 +328,8 @@ pub struct Resolved {
     /// OTLP's settings, or `None` when OTLP is off (no endpoint, `OTEL_TRACES_EXPORTER=none`,
     /// `OTEL_SDK_DISABLED`, or an invalid OTLP setting, which is then in `errors`).
     pub otlp: Option<OtlpSettings>,
+    /// The sampler, whether or not OTLP export is on (`OTEL_TRACES_SAMPLER`).
+    pub sampler: Sampler,
     /// The header formats to inject on outgoing requests (`OTEL_PROPAGATORS`).
     pub propagators: Vec<String>,
     /// Every invalid value, in the order found.
@@ -468,11 +470,16 @@ impl Config {
         let settings = self.resolve_common(&mut errors);
         let sentry = self.resolve_sentry(&settings, &mut errors);
         let otlp = self.resolve_otlp(&settings, &mut errors);
+        // Errors in the sampler variables were reported by `resolve_otlp` already.
+        let sampler = self
+            .sampler
+            .unwrap_or_else(|| self.resolve_sampler(&mut Vec::new()));
         let propagators = self.resolve_propagators(&mut errors);
         Resolved {
             settings,
             sentry,
             otlp,
+            sampler,
             propagators,
             errors,
         }

@@ -6,7 +6,9 @@ mod config;
 mod env;
 mod error;
 mod ids;
+pub mod propagation;
 mod redact;
+mod span;
 mod stats;
 
 pub use bridge::{ActiveSpan, ErrorInfo};
@@ -18,5 +20,6 @@ pub use config::{
 pub use env::{EnvVar, ENV_VARS};
 pub use error::{InitError, Source};
 pub use ids::{SpanContext, SpanId, TraceId};
-pub use redact::{redact_dsn, redact_secret_value};
+pub use redact::{redact_dsn, redact_secret_value, redact_url};
+pub use span::{FinishedSpan, SpanEvent, SpanKind, SpanSink};
 pub use stats::{Counters, DropReason, Stats};

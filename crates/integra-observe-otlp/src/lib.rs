@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integra_observe_core::{
-    ActiveSpan, Counters, DropReason, ErrorInfo, InitError, OtlpProtocol, OtlpSettings,
-    SamplerKind, ServiceInfo, SpanContext, SpanId, Stats, TraceId,
+    ActiveSpan, Counters, DropReason, ErrorInfo, FinishedSpan, InitError, OtlpProtocol,
+    OtlpSettings, SamplerKind, ServiceInfo, SpanContext, SpanEvent, SpanId, SpanKind, SpanSink,
+    Stats, TraceId,
 };
 use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -14,6 +15,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicCo
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::registry::LookupSpan;
@@ -52,55 +54,95 @@ impl std::fmt::Debug for OtlpBackend {
     }
 }
 
-/// Starts the OTLP pipeline for `settings`.
+/// What the OpenTelemetry pipeline is made of.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Pipeline<'a> {
+    /// The OTLP exporter's settings; `None` builds a pipeline without export, which still owns
+    /// span identity and feeds the sinks (e.g. Sentry performance without Jaeger).
+    pub exporter: Option<&'a OtlpSettings>,
+    /// The sampler.
+    pub sampler: integra_observe_core::Sampler,
+    /// Destinations that receive every finished, sampled span.
+    pub sinks: Vec<Arc<dyn SpanSink>>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// A pipeline exporting with `exporter` (if any), sampling with `sampler`.
+    pub fn new(exporter: Option<&'a OtlpSettings>, sampler: integra_observe_core::Sampler) -> Self {
+        Pipeline {
+            exporter,
+            sampler,
+            sinks: Vec::new(),
+        }
+    }
+
+    /// Adds a sink.
+    pub fn with_sink(mut self, sink: Arc<dyn SpanSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+}
+
+/// Starts the OpenTelemetry pipeline.
 ///
 /// The exporter runs on a small Tokio runtime of its own (one worker thread), so a plain
 /// `fn main` works and a `#[tokio::main]` service is not disturbed: nothing is spawned on the
 /// caller's runtime, and the SDK's runtime is shut down in the background, never dropped inside
 /// async code.
-pub fn init(settings: &OtlpSettings, service: &ServiceInfo) -> Result<OtlpBackend, InitError> {
+pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend, InitError> {
     let backend_err = |message: String| InitError::Backend {
         backend: "otlp",
         message,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("integra-otlp")
-        .enable_all()
-        .build()
-        .map_err(|e| backend_err(format!("could not start its runtime: {e}")))?;
     let counters = Arc::new(Counters::default());
-    // Built on a plain thread inside our runtime: tonic spawns its connection task on the
-    // current runtime, and reqwest's blocking client must not be built inside async code.
-    let handle = runtime.handle().clone();
-    let exporter = std::thread::scope(|s| {
-        s.spawn(|| {
-            let _enter = handle.enter();
-            build_exporter(settings)
+    let mut builder = SdkTracerProvider::builder()
+        .with_sampler(sampler(pipeline.sampler))
+        .with_resource(resource(service));
+    let mut runtime = None;
+    if let Some(settings) = pipeline.exporter {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("integra-otlp")
+            .enable_all()
+            .build()
+            .map_err(|e| backend_err(format!("could not start its runtime: {e}")))?;
+        // Built on a plain thread inside our runtime: tonic spawns its connection task on the
+        // current runtime, and reqwest's blocking client must not be built inside async code.
+        let handle = rt.handle().clone();
+        let exporter = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _enter = handle.enter();
+                build_exporter(settings)
+            })
+            .join()
         })
-        .join()
-    })
-    .map_err(|_| backend_err("building the exporter panicked".into()))??;
-    let exporter = CountingExporter {
-        inner: exporter,
-        counters: counters.clone(),
-    };
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(settings.batch.max_queue_size)
-        .with_max_export_batch_size(settings.batch.max_export_batch_size)
-        .with_scheduled_delay(settings.batch.schedule_delay)
-        .build();
-    let processor = BatchSpanProcessor::builder(exporter)
-        .with_batch_config(batch)
-        .build();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_sampler(sampler(settings))
-        .with_resource(resource(service))
-        .build();
+        .map_err(|_| backend_err("building the exporter panicked".into()))??;
+        let exporter = CountingExporter {
+            inner: exporter,
+            counters: counters.clone(),
+        };
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(settings.batch.max_queue_size)
+            .with_max_export_batch_size(settings.batch.max_export_batch_size)
+            .with_scheduled_delay(settings.batch.schedule_delay)
+            .build();
+        builder = builder.with_span_processor(
+            BatchSpanProcessor::builder(exporter)
+                .with_batch_config(batch)
+                .build(),
+        );
+        runtime = Some(rt);
+    }
+    for sink in pipeline.sinks {
+        builder = builder.with_span_processor(SinkProcessor {
+            sink,
+            service: service.name.clone(),
+        });
+    }
     Ok(OtlpBackend {
-        provider,
-        runtime: Mutex::new(Some(runtime)),
+        provider: builder.build(),
+        runtime: Mutex::new(runtime),
         counters,
     })
 }
@@ -171,13 +213,13 @@ fn export_timeout(settings: &OtlpSettings) -> Duration {
     settings.timeout.min(settings.batch.export_timeout)
 }
 
-fn sampler(settings: &OtlpSettings) -> Sampler {
-    let root = match settings.sampler.root {
+fn sampler(config: integra_observe_core::Sampler) -> Sampler {
+    let root = match config.root {
         SamplerKind::AlwaysOff => Sampler::AlwaysOff,
         SamplerKind::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
         _ => Sampler::AlwaysOn,
     };
-    if settings.sampler.parent_based {
+    if config.parent_based {
         Sampler::ParentBased(Box::new(root))
     } else {
         root
@@ -251,11 +293,6 @@ impl OtlpBackend {
                             .is_some_and(|r| r.starts_with("::") || r.starts_with('_'))
                 })
             }))
-    }
-
-    /// The bridge the Sentry backend uses to take this pipeline's span ids.
-    pub fn active_span(&self) -> Arc<dyn ActiveSpan> {
-        Arc::new(OtelActiveSpan)
     }
 
     /// Exports what is queued, waiting at most `timeout`. `false` if time ran out or it failed.
@@ -338,6 +375,125 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
     }
+}
+
+/// The bridge the Sentry backend uses to take the span ids of the OpenTelemetry pipeline (any
+/// pipeline of this crate: it reads the current OpenTelemetry context).
+pub fn active_span() -> Arc<dyn ActiveSpan> {
+    Arc::new(OtelActiveSpan)
+}
+
+/// Makes `span` (not yet entered) continue a trace from another service: its OpenTelemetry
+/// parent becomes the remote span `parent_span_id` of `trace_id`, with the caller's flags byte
+/// (sampled bit and all) and tracestate, so a parent-based sampler follows the caller.
+pub fn set_remote_parent(
+    span: &tracing::Span,
+    trace_id: TraceId,
+    parent_span_id: SpanId,
+    flags: u8,
+    tracestate: Option<&str>,
+) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let state = tracestate
+        .and_then(|ts| ts.parse::<opentelemetry::trace::TraceState>().ok())
+        .unwrap_or_default();
+    let remote = opentelemetry::trace::SpanContext::new(
+        opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
+        opentelemetry::trace::SpanId::from_bytes(parent_span_id.to_bytes()),
+        opentelemetry::trace::TraceFlags::new(flags),
+        true,
+        state,
+    );
+    let cx = opentelemetry::Context::new().with_remote_span_context(remote);
+    let _ = span.set_parent(cx);
+}
+
+/// Sets an attribute on the OpenTelemetry span of `span` (for names known only at run time).
+pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.set_attribute(key.to_owned(), value.to_owned());
+}
+
+/// Hands every finished span to a [`SpanSink`], converted to the core's plain form.
+struct SinkProcessor {
+    sink: Arc<dyn SpanSink>,
+    service: String,
+}
+
+impl std::fmt::Debug for SinkProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkProcessor")
+    }
+}
+
+impl SpanProcessor for SinkProcessor {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if span.span_context.is_sampled() {
+            self.sink.on_end(&finished_span(span, &self.service));
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.sink.shutdown();
+        Ok(())
+    }
+}
+
+fn finished_span(span: SpanData, service: &str) -> FinishedSpan {
+    let sc = &span.span_context;
+    let parent = span.parent_span_id;
+    let kind = match span.span_kind {
+        opentelemetry::trace::SpanKind::Server => SpanKind::Server,
+        opentelemetry::trace::SpanKind::Client => SpanKind::Client,
+        opentelemetry::trace::SpanKind::Producer => SpanKind::Producer,
+        opentelemetry::trace::SpanKind::Consumer => SpanKind::Consumer,
+        opentelemetry::trace::SpanKind::Internal => SpanKind::Internal,
+    };
+    let error = match &span.status {
+        Status::Error { description } => Some(description.to_string()),
+        _ => None,
+    };
+    let mut out = FinishedSpan::new(
+        TraceId::from_bytes(sc.trace_id().to_bytes()),
+        SpanId::from_bytes(sc.span_id().to_bytes()),
+        span.name.into_owned(),
+        kind,
+        span.start_time,
+        span.end_time,
+    );
+    out.parent_span_id = (parent != opentelemetry::trace::SpanId::INVALID)
+        .then(|| SpanId::from_bytes(parent.to_bytes()));
+    out.parent_is_remote = span.parent_span_is_remote;
+    out.sampled = sc.is_sampled();
+    out.attributes = span
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+        .collect();
+    out.events = span
+        .events
+        .events
+        .iter()
+        .map(|e| {
+            SpanEvent::new(
+                e.name.to_string(),
+                e.timestamp,
+                e.attributes
+                    .iter()
+                    .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+                    .collect(),
+            )
+        })
+        .collect();
+    out.error = error;
+    out.service_name = service.to_owned();
+    out
 }
 
 /// Reads the current OpenTelemetry context, which the tracing layer keeps in step with the

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod performance;
 mod ratelimit;
 mod transport;
 
@@ -17,6 +18,7 @@ use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
+pub use performance::TransactionSink;
 pub use transport::{HttpTransport, HttpTransportFactory};
 
 /// The Sentry SDK this backend is built on, for scopes, users and manual captures.
@@ -94,6 +96,16 @@ impl SentryBackend {
     /// Flushes and closes the client, at most `timeout`. Safe to call twice.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         self.client.close(Some(timeout))
+    }
+
+    /// A sink that turns the span backend's local root spans into Sentry transactions (phase 2),
+    /// at the configured traces sample rate.
+    pub fn transaction_sink(&self, traces_sample_rate: f32) -> Arc<TransactionSink> {
+        Arc::new(TransactionSink::new(
+            self.client.clone(),
+            traces_sample_rate,
+            self.counters.clone(),
+        ))
     }
 
     /// Envelopes sent, dropped (by reason) so far.

@@ -3,7 +3,14 @@
 // The README shows `fn main` on purpose: init belongs at the start of main.
 #![allow(clippy::needless_doctest_main)]
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 mod guard;
+pub mod propagation;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
 mod subscriber;
 
 pub use guard::{BackendStats, Guard};

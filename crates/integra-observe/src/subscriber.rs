@@ -61,8 +61,21 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
         settings,
         sentry,
         otlp,
+        sampler: resolved_sampler,
+        propagators,
         ..
     } = resolved;
+    let dsc = sentry.as_ref().map(|s| {
+        let mut dsc = crate::propagation::DynamicSamplingContext::new(
+            integra_observe_core::TraceId::from_bytes([1; 16]), // replaced per request
+            s.dsn.public_key(),
+        );
+        dsc.sample_rate = Some(s.traces_sample_rate.to_string());
+        dsc.environment = Some(settings.service.environment.clone());
+        dsc.release = settings.service.release.clone();
+        dsc
+    });
+    crate::propagation::configure(crate::propagation::Outgoing::new(&propagators, dsc));
     let filter = EnvFilter::try_new(&settings.log.filter).map_err(|e| {
         InitError::invalid(
             Source::Env("RUST_LOG"),
@@ -88,47 +101,74 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
             Ok(())
         };
 
-    #[cfg(feature = "otlp")]
-    let active_span = match &otlp {
-        Some(o) => match integra_observe_otlp::init(o, &settings.service) {
-            Ok(backend) => {
-                layers.push(Box::new(backend.layer::<Base>()));
-                let active = backend.active_span();
-                let _ = ACTIVE_SPAN.set(active.clone());
-                backends.push(Box::new(OtlpHandle(backend)));
-                Some(active)
-            }
-            Err(e) => {
-                failed(e, &mut backends)?;
-                None
-            }
-        },
-        None => None,
-    };
-    #[cfg(not(feature = "otlp"))]
-    let active_span: Option<std::sync::Arc<dyn integra_observe_core::ActiveSpan>> = {
-        let _ = otlp;
-        None
-    };
+    // Sentry performance with OpenTelemetry compiled in: OpenTelemetry owns the spans even when
+    // nothing is exported over OTLP, so Sentry transactions carry its ids.
+    #[cfg(all(feature = "otlp", feature = "sentry"))]
+    let sentry_performance = sentry.as_ref().is_some_and(|s| s.traces_sample_rate > 0.0);
+    #[cfg(not(all(feature = "otlp", feature = "sentry")))]
+    let sentry_performance = false;
+    let pipeline_wanted = cfg!(feature = "otlp") && (otlp.is_some() || sentry_performance);
 
     #[cfg(feature = "sentry")]
-    if let Some(s) = &sentry {
-        let owns_spans = active_span.is_none();
-        match integra_observe_sentry::init(
-            s,
-            &settings.service,
-            settings.shutdown_timeout,
-            active_span,
-        ) {
+    let sentry_backend = match &sentry {
+        Some(s) => {
+            #[cfg(feature = "otlp")]
+            let bridge = pipeline_wanted.then(integra_observe_otlp::active_span);
+            #[cfg(not(feature = "otlp"))]
+            let bridge = None;
+            match integra_observe_sentry::init(
+                s,
+                &settings.service,
+                settings.shutdown_timeout,
+                bridge,
+            ) {
+                Ok(backend) => Some(backend),
+                Err(e) => {
+                    failed(e, &mut backends)?;
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "sentry"))]
+    let _ = (&sentry, sentry_performance);
+
+    let mut pipeline_ok = false;
+    #[cfg(feature = "otlp")]
+    if pipeline_wanted {
+        let mut pipeline = integra_observe_otlp::Pipeline::new(otlp.as_ref(), resolved_sampler);
+        #[cfg(feature = "sentry")]
+        if let (Some(backend), Some(s)) = (&sentry_backend, &sentry) {
+            if sentry_performance {
+                pipeline = pipeline.with_sink(backend.transaction_sink(s.traces_sample_rate));
+            }
+        }
+        match integra_observe_otlp::init(pipeline, &settings.service) {
             Ok(backend) => {
-                layers.push(Box::new(integra_observe_sentry::layer::<Base>(owns_spans)));
-                backends.push(Box::new(SentryHandle(backend)));
+                layers.push(Box::new(backend.layer::<Base>()));
+                let _ = ACTIVE_SPAN.set(integra_observe_otlp::active_span());
+                let name = if otlp.is_some() { "otlp" } else { "spans" };
+                backends.push(Box::new(OtlpHandle(backend, name)));
+                pipeline_ok = true;
             }
             Err(e) => failed(e, &mut backends)?,
         }
     }
+    #[cfg(not(feature = "otlp"))]
+    let _ = (&otlp, pipeline_wanted, resolved_sampler);
+
+    #[cfg(feature = "sentry")]
+    if let Some(backend) = sentry_backend {
+        // Sentry's own span layer only when OpenTelemetry does not own span identity, or it
+        // would mint a second identity for every span.
+        layers.push(Box::new(integra_observe_sentry::layer::<Base>(
+            !pipeline_ok,
+        )));
+        backends.push(Box::new(SentryHandle(backend, "sentry")));
+    }
     #[cfg(not(feature = "sentry"))]
-    let _ = (sentry, active_span, &mut failed);
+    let _ = (pipeline_ok, &mut failed);
 
     let names = backends.iter().map(|b| b.name()).collect();
     let subscriber = tracing_subscriber::registry().with(filter).with(layers);
@@ -155,14 +195,14 @@ fn console_layer(log: &LogSettings) -> Option<BoxedLayer> {
 
 /// Adapts a backend crate's handle to the guard's [`Backend`].
 macro_rules! backend_handle {
-    ($feature:literal, $handle:ident, $ty:ty, $name:literal) => {
+    ($feature:literal, $handle:ident, $ty:ty) => {
         #[cfg(feature = $feature)]
-        struct $handle($ty);
+        struct $handle($ty, &'static str);
 
         #[cfg(feature = $feature)]
         impl Backend for $handle {
             fn name(&self) -> &'static str {
-                $name
+                self.1
             }
             fn flush(&self, timeout: std::time::Duration) -> bool {
                 self.0.flush(timeout)
@@ -180,12 +220,6 @@ macro_rules! backend_handle {
 backend_handle!(
     "sentry",
     SentryHandle,
-    integra_observe_sentry::SentryBackend,
-    "sentry"
+    integra_observe_sentry::SentryBackend
 );
-backend_handle!(
-    "otlp",
-    OtlpHandle,
-    integra_observe_otlp::OtlpBackend,
-    "otlp"
-);
+backend_handle!("otlp", OtlpHandle, integra_observe_otlp::OtlpBackend);
