@@ -231,3 +231,115 @@ pub fn span<'a>(spans: &'a [Value], name: &str) -> &'a Value {
         .find(|s| s["name"] == name)
         .unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
 }
+
+/// A `scenario chain-service` process listening on loopback.
+pub struct Service {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+    output: std::thread::JoinHandle<String>,
+}
+
+impl Service {
+    /// Starts `scenario chain-service` with a clean environment plus `env`, and waits until it
+    /// listens.
+    pub fn start(bin: &str, env: &[(&str, &str)]) -> Service {
+        use std::io::BufRead;
+        let mut cmd = Command::new(bin);
+        cmd.arg("chain-service").env_clear().env("INTEGRA_LOG_FORMAT", "compact");
+        for keep in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn service");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let output = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(port.trim().parse::<u16>().unwrap_or(0));
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30)).expect("service did not start listening");
+        Service { child, port, output }
+    }
+
+    /// `http://127.0.0.1:PORT/hop`.
+    pub fn hop_url(&self) -> String {
+        format!("http://127.0.0.1:{}/hop", self.port)
+    }
+
+    /// Stops it cleanly (its guard flushes every backend) and returns what it printed.
+    pub fn stop(mut self) -> String {
+        let _ = agent().post(&format!("http://127.0.0.1:{}/shutdown", self.port)).call();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let out = self.output.join().unwrap_or_default();
+        eprintln!("--- service output\n{out}");
+        out
+    }
+}
+
+/// POSTs to `url` with extra headers and returns the status.
+pub fn post(url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    match req.call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("POST {url}: {e}"),
+    }
+}
+
+impl Bugsink {
+    /// Every raw envelope Bugsink received for `project` (kept because the test servers run with
+    /// `KEEP_ENVELOPES`), including transactions, which Bugsink does not otherwise store.
+    pub fn raw_envelopes(&self, project: &Project) -> Vec<String> {
+        let db = server_env("INTEGRA_TEST_BUGSINK_DB");
+        let script = "import sqlite3,sys,json\n\
+            c=sqlite3.connect(sys.argv[1])\n\
+            rows=c.execute('SELECT data FROM ingest_envelope WHERE project_pk=? ORDER BY id',(int(sys.argv[2]),)).fetchall()\n\
+            print(json.dumps([bytes(r[0]).decode('utf-8','replace') for r in rows]))";
+        let out = Command::new("python3").args(["-c", script, &db, &project.id]).output().expect("python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("envelopes JSON")
+    }
+
+    /// The transactions among [`Bugsink::raw_envelopes`], parsed.
+    pub fn transactions(&self, project: &Project) -> Vec<Value> {
+        self.raw_envelopes(project)
+            .iter()
+            .flat_map(|env| {
+                let lines: Vec<&str> = env.lines().collect();
+                let mut found = Vec::new();
+                for pair in lines.windows(2) {
+                    if serde_json::from_str::<Value>(pair[0]).is_ok_and(|h| h["type"] == "transaction") {
+                        if let Ok(v) = serde_json::from_str::<Value>(pair[1]) {
+                            found.push(v);
+                        }
+                    }
+                }
+                found
+            })
+            .collect()
+    }
+}

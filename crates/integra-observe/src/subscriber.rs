@@ -56,6 +56,8 @@ pub(crate) fn start(resolved: Resolved, strict: bool) -> Result<Started, InitErr
 }
 
 /// Builds the subscriber and starts the backends without installing anything globally.
+// Which backends are compiled in decides which of these bindings are mutated.
+#[allow(unused_mut)]
 pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitError> {
     let Resolved {
         settings,

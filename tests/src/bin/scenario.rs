@@ -141,8 +141,76 @@ fn try_init() {
     }
 }
 
+/// One service of a request chain: `POST /hop` calls `NEXT_URL` (if set) with the trace headers,
+/// fails with 500 when `FAIL=1` (raising an error), answers 502 when the next hop failed.
+/// Prints `LISTENING <port>`; `POST /shutdown` stops it cleanly (the guard flushes).
+fn chain_service() {
+    let name = std::env::var("SERVICE_NAME").unwrap_or_else(|_| "chain".into());
+    let guard = integra_observe::init(Config::from_env().service_name(name.clone()));
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() else {
+        return;
+    };
+    runtime.block_on(async move {
+        let next = std::env::var("NEXT_URL").ok();
+        let fail = std::env::var("FAIL").is_ok_and(|v| v == "1");
+        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(integra_observe::reqwest::TracingMiddleware)
+            .build();
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stop_route = stop.clone();
+        let app = axum::Router::new()
+            .route(
+                "/hop",
+                axum::routing::post(move || hop(name.clone(), next.clone(), fail, client.clone())),
+            )
+            .route(
+                "/shutdown",
+                axum::routing::post(move || {
+                    stop_route.notify_one();
+                    async { "bye" }
+                }),
+            )
+            .layer(integra_observe::axum::TraceLayer::new().record_request_headers(["x-request-id", "authorization"]));
+        let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else { return };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        println!("LISTENING {port}");
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await;
+    });
+    drop(runtime);
+    report(&guard, json!({}));
+}
+
+#[tracing::instrument(skip(client))]
+async fn hop(
+    service: String,
+    next: Option<String>,
+    fail: bool,
+    client: reqwest_middleware::ClientWithMiddleware,
+) -> axum::http::StatusCode {
+    info!("handling hop");
+    let mut downstream_failed = false;
+    if let Some(url) = next {
+        match client.post(&url).send().await {
+            Ok(resp) => downstream_failed = !resp.status().is_success(),
+            Err(e) => {
+                warn!(error = %e, "next hop unreachable");
+                downstream_failed = true;
+            }
+        }
+    }
+    if fail {
+        error!(service = %service, "{service} could not process the hop");
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if downstream_failed {
+        return axum::http::StatusCode::BAD_GATEWAY;
+    }
+    axum::http::StatusCode::OK
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
+        Some("chain-service") => chain_service(),
         Some("nested-error") => nested_error(),
         Some("async-error") => async_error(),
         Some("panic") => panic_in_span(),
