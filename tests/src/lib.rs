@@ -24,6 +24,20 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
+/// The scenario binary built without OpenTelemetry (a phase 1/2 service), next to this test's
+/// executable; `scripts/test` builds it on its own.
+pub fn sentry_only_bin() -> String {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("scenario-sentry-only");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with scripts/test (it builds it)",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
+
 /// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`.
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -246,7 +260,9 @@ impl Service {
     pub fn start(bin: &str, env: &[(&str, &str)]) -> Service {
         use std::io::BufRead;
         let mut cmd = Command::new(bin);
-        cmd.arg("chain-service").env_clear().env("INTEGRA_LOG_FORMAT", "compact");
+        cmd.arg("chain-service")
+            .env_clear()
+            .env("INTEGRA_LOG_FORMAT", "compact");
         for keep in ["PATH", "HOME"] {
             if let Ok(v) = std::env::var(keep) {
                 cmd.env(keep, v);
@@ -255,13 +271,17 @@ impl Service {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn service");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         let output = std::thread::spawn(move || {
             let mut all = String::new();
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(port) = line.strip_prefix("LISTENING ") {
                     let _ = tx.send(port.trim().parse::<u16>().unwrap_or(0));
                 }
@@ -270,8 +290,14 @@ impl Service {
             }
             all
         });
-        let port = rx.recv_timeout(Duration::from_secs(30)).expect("service did not start listening");
-        Service { child, port, output }
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("service did not start listening");
+        Service {
+            child,
+            port,
+            output,
+        }
     }
 
     /// `http://127.0.0.1:PORT/hop`.
@@ -281,7 +307,9 @@ impl Service {
 
     /// Stops it cleanly (its guard flushes every backend) and returns what it printed.
     pub fn stop(mut self) -> String {
-        let _ = agent().post(&format!("http://127.0.0.1:{}/shutdown", self.port)).call();
+        let _ = agent()
+            .post(&format!("http://127.0.0.1:{}/shutdown", self.port))
+            .call();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -319,8 +347,15 @@ impl Bugsink {
             c=sqlite3.connect(sys.argv[1])\n\
             rows=c.execute('SELECT data FROM ingest_envelope WHERE project_pk=? ORDER BY id',(int(sys.argv[2]),)).fetchall()\n\
             print(json.dumps([bytes(r[0]).decode('utf-8','replace') for r in rows]))";
-        let out = Command::new("python3").args(["-c", script, &db, &project.id]).output().expect("python3");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("python3")
+            .args(["-c", script, &db, &project.id])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("envelopes JSON")
     }
 
@@ -332,7 +367,9 @@ impl Bugsink {
                 let lines: Vec<&str> = env.lines().collect();
                 let mut found = Vec::new();
                 for pair in lines.windows(2) {
-                    if serde_json::from_str::<Value>(pair[0]).is_ok_and(|h| h["type"] == "transaction") {
+                    if serde_json::from_str::<Value>(pair[0])
+                        .is_ok_and(|h| h["type"] == "transaction")
+                    {
                         if let Ok(v) = serde_json::from_str::<Value>(pair[1]) {
                             found.push(v);
                         }

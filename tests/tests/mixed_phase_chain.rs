@@ -11,36 +11,83 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_scenario");
 
 fn trace_of_event(e: &Value) -> &str {
-    e["contexts"]["trace"]["trace_id"].as_str().unwrap_or_default()
+    e["contexts"]["trace"]["trace_id"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 #[test]
 fn one_trace_id_across_phases_and_sampling_kept_end_to_end() {
     let bugsink = Bugsink::from_env();
     let otlp = integra_observe_tests::server_env("INTEGRA_TEST_OTLP_HTTP_ENDPOINT");
-    let (pa, pb, pc) = (bugsink.new_project("chain-a"), bugsink.new_project("chain-b"), bugsink.new_project("chain-c"));
+    let (pa, pb, pc) = (
+        bugsink.new_project("chain-a"),
+        bugsink.new_project("chain-b"),
+        bugsink.new_project("chain-c"),
+    );
     let fast = ("OTEL_BSP_SCHEDULE_DELAY", "100");
 
-    let d = Service::start(BIN, &[("SERVICE_NAME", "svc-d"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp), ("FAIL", "1"), fast]);
+    let d = Service::start(
+        BIN,
+        &[
+            ("SERVICE_NAME", "svc-d"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            ("FAIL", "1"),
+            fast,
+        ],
+    );
     let d_url = d.hop_url();
     let c = Service::start(
         BIN,
-        &[("SERVICE_NAME", "svc-c"), ("SENTRY_DSN", &pc.dsn), ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp), ("NEXT_URL", &d_url), fast],
+        &[
+            ("SERVICE_NAME", "svc-c"),
+            ("SENTRY_DSN", &pc.dsn),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            ("NEXT_URL", &d_url),
+            fast,
+        ],
     );
     let c_url = c.hop_url();
+    // A and B are built without OpenTelemetry, as phase 1 and 2 services are.
+    let sentry_only = integra_observe_tests::sentry_only_bin();
     let b = Service::start(
-        BIN,
-        &[("SERVICE_NAME", "svc-b"), ("SENTRY_DSN", &pb.dsn), ("SENTRY_TRACES_SAMPLE_RATE", "1.0"), ("NEXT_URL", &c_url), ("FAIL", "1")],
+        &sentry_only,
+        &[
+            ("SERVICE_NAME", "svc-b"),
+            ("SENTRY_DSN", &pb.dsn),
+            ("SENTRY_TRACES_SAMPLE_RATE", "1.0"),
+            ("NEXT_URL", &c_url),
+            ("FAIL", "1"),
+        ],
     );
     let b_url = b.hop_url();
-    let a = Service::start(BIN, &[("SERVICE_NAME", "svc-a"), ("SENTRY_DSN", &pa.dsn), ("NEXT_URL", &b_url)]);
+    let a = Service::start(
+        &sentry_only,
+        &[
+            ("SERVICE_NAME", "svc-a"),
+            ("SENTRY_DSN", &pa.dsn),
+            ("NEXT_URL", &b_url),
+        ],
+    );
 
     let sampled_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let unsampled_trace = "0af7651916cd43dd8448eb211c80319c";
     // The caller (an edge or a client SDK) starts the trace; A continues it.
-    let status = post(&a.hop_url(), &[("traceparent", &format!("00-{sampled_trace}-00f067aa0ba902b7-01"))]);
+    let status = post(
+        &a.hop_url(),
+        &[(
+            "traceparent",
+            &format!("00-{sampled_trace}-00f067aa0ba902b7-01"),
+        )],
+    );
     assert_eq!(status, 502, "A reports the failure downstream");
-    let status = post(&a.hop_url(), &[("traceparent", &format!("00-{unsampled_trace}-00f067aa0ba902b7-00"))]);
+    let status = post(
+        &a.hop_url(),
+        &[(
+            "traceparent",
+            &format!("00-{unsampled_trace}-00f067aa0ba902b7-00"),
+        )],
+    );
     assert_eq!(status, 502);
 
     for s in [a, b, c, d] {
@@ -50,40 +97,94 @@ fn one_trace_id_across_phases_and_sampling_kept_end_to_end() {
     // Sentry events: A (502 from the server layer), B (its own error + 500), C (502).
     for (name, project, min) in [("A", &pa, 1), ("B", &pb, 2), ("C", &pc, 1)] {
         let events = bugsink.all_events(project);
-        let sampled: Vec<&Value> = events.iter().filter(|e| trace_of_event(e) == sampled_trace).collect();
-        let unsampled: Vec<&Value> = events.iter().filter(|e| trace_of_event(e) == unsampled_trace).collect();
-        assert!(sampled.len() >= min, "{name}: events of the sampled request: {events:#?}");
-        assert!(!unsampled.is_empty(), "{name}: errors are sent whatever the trace sampling");
-        assert_eq!(sampled.len() + unsampled.len(), events.len(), "{name}: an event with a foreign trace id: {events:#?}");
+        let sampled: Vec<&Value> = events
+            .iter()
+            .filter(|e| trace_of_event(e) == sampled_trace)
+            .collect();
+        let unsampled: Vec<&Value> = events
+            .iter()
+            .filter(|e| trace_of_event(e) == unsampled_trace)
+            .collect();
+        assert!(
+            sampled.len() >= min,
+            "{name}: events of the sampled request: {events:#?}"
+        );
+        assert!(
+            !unsampled.is_empty(),
+            "{name}: errors are sent whatever the trace sampling"
+        );
+        assert_eq!(
+            sampled.len() + unsampled.len(),
+            events.len(),
+            "{name}: an event with a foreign trace id: {events:#?}"
+        );
     }
     let b_events = bugsink.all_events(&pb);
-    assert!(b_events.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("svc-b could not process"))), "{b_events:#?}");
+    assert!(
+        b_events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("svc-b could not process"))),
+        "{b_events:#?}"
+    );
 
     // Spans of C and D in otelite, with the parents across the hop C → D.
     let spans = Otelite::from_env().spans(sampled_trace, 6);
-    let services: Vec<&str> = spans.iter().filter_map(|s| s["resource"]["attributes"]["service.name"].as_str()).collect();
-    assert!(services.contains(&"svc-c") && services.contains(&"svc-d"), "{services:?}");
+    let services: Vec<&str> = spans
+        .iter()
+        .filter_map(|s| s["resource"]["attributes"]["service.name"].as_str())
+        .collect();
+    assert!(
+        services.contains(&"svc-c") && services.contains(&"svc-d"),
+        "{services:?}"
+    );
     let of = |svc: &str, kind: &str| -> Vec<&Value> {
-        spans.iter().filter(|s| s["resource"]["attributes"]["service.name"] == svc && s["kind"] == kind).collect()
+        spans
+            .iter()
+            .filter(|s| s["resource"]["attributes"]["service.name"] == svc && s["kind"] == kind)
+            .collect()
     };
     let c_server = of("svc-c", "Server");
     let c_client = of("svc-c", "Client");
     let d_server = of("svc-d", "Server");
-    assert_eq!((c_server.len(), c_client.len(), d_server.len()), (1, 1, 1), "{spans:#?}");
-    assert_eq!(d_server[0]["parent_span_id"], c_client[0]["span_id"], "D continues C's client span");
+    assert_eq!(
+        (c_server.len(), c_client.len(), d_server.len()),
+        (1, 1, 1),
+        "{spans:#?}"
+    );
+    assert_eq!(
+        d_server[0]["parent_span_id"], c_client[0]["span_id"],
+        "D continues C's client span"
+    );
     assert_eq!(d_server[0]["status"]["code"], "Error");
     assert_eq!(d_server[0]["attributes"]["http.route"], "/hop");
-    assert_eq!(d_server[0]["attributes"]["http.response.status_code"], "500");
-    assert_eq!(d_server[0]["attributes"]["integra.trace_id.source"], "traceparent");
-    assert!(d_server[0]["attributes"].get("http.request.header.authorization").is_none());
-    let d_hop = spans.iter().find(|s| s["name"] == "hop" && s["resource"]["attributes"]["service.name"] == "svc-d").expect("D's hop span");
-    assert_eq!(d_hop["status"]["code"], "Error", "the error raised in D marks its span");
+    assert_eq!(
+        d_server[0]["attributes"]["http.response.status_code"],
+        "500"
+    );
+    assert_eq!(
+        d_server[0]["attributes"]["integra.trace_id.source"],
+        "traceparent"
+    );
+    assert!(d_server[0]["attributes"]
+        .get("http.request.header.authorization")
+        .is_none());
+    let d_hop = spans
+        .iter()
+        .find(|s| s["name"] == "hop" && s["resource"]["attributes"]["service.name"] == "svc-d")
+        .expect("D's hop span");
+    assert_eq!(
+        d_hop["status"]["code"], "Error",
+        "the error raised in D marks its span"
+    );
     assert_eq!(span(&spans, "hop")["trace_id"], sampled_trace);
 
     // B's transaction (phase 2) has the trace id, OpenTelemetry ids, and C's server span's parent
     // is B's client span.
     let txs = bugsink.transactions(&pb);
-    let tx = txs.iter().find(|t| t["contexts"]["trace"]["trace_id"] == sampled_trace).unwrap_or_else(|| panic!("no transaction of B: {txs:#?}"));
+    let tx = txs
+        .iter()
+        .find(|t| t["contexts"]["trace"]["trace_id"] == sampled_trace)
+        .unwrap_or_else(|| panic!("no transaction of B: {txs:#?}"));
     let b_client_ids: Vec<&str> = tx["spans"]
         .as_array()
         .expect("spans")
@@ -91,9 +192,22 @@ fn one_trace_id_across_phases_and_sampling_kept_end_to_end() {
         .filter(|s| s["op"] == "http.client")
         .filter_map(|s| s["span_id"].as_str())
         .collect();
-    assert_eq!(c_server[0]["parent_span_id"].as_str().map(|p| b_client_ids.contains(&p)), Some(true), "C continues B's client span {b_client_ids:?}");
-    assert!(txs.iter().all(|t| t["contexts"]["trace"]["trace_id"] != unsampled_trace), "the unsampled request sent no transaction");
+    assert_eq!(
+        c_server[0]["parent_span_id"]
+            .as_str()
+            .map(|p| b_client_ids.contains(&p)),
+        Some(true),
+        "C continues B's client span {b_client_ids:?}"
+    );
+    assert!(
+        txs.iter()
+            .all(|t| t["contexts"]["trace"]["trace_id"] != unsampled_trace),
+        "the unsampled request sent no transaction"
+    );
 
     // Nothing of the unsampled request was recorded as spans anywhere.
-    assert!(Otelite::from_env().spans(unsampled_trace, 1).is_empty(), "an unsampled request stays unsampled");
+    assert!(
+        Otelite::from_env().spans(unsampled_trace, 1).is_empty(),
+        "an unsampled request stays unsampled"
+    );
 }

@@ -5,14 +5,16 @@
 
 use integra_observe_tests::{report, run_scenario, Bugsink};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scenario");
+fn bin() -> String {
+    integra_observe_tests::sentry_only_bin()
+}
 
 #[test]
 fn error_in_span_arrives_with_fields_chain_breadcrumbs_and_trace_context() {
     let bugsink = Bugsink::from_env();
     let project = bugsink.new_project("phase1-error");
     let out = run_scenario(
-        BIN,
+        &bin(),
         "nested-error",
         &[
             ("SENTRY_DSN", &project.dsn),
@@ -87,18 +89,19 @@ fn error_in_span_arrives_with_fields_chain_breadcrumbs_and_trace_context() {
         Some(16),
         "{trace:#}"
     );
-    // sentry-tracing names the op `<target>::<span name>`.
+    // The innermost span's ids, as `integra_observe::current_span_context` saw them there.
     assert_eq!(
-        trace["op"], "scenario::fetch_keys",
+        trace["span_id"], r["span_id"],
         "the innermost span: {trace:#}"
     );
+    assert_eq!(trace["trace_id"], r["trace_id"]);
 }
 
 #[test]
 fn panic_is_captured_and_flushed_before_the_process_dies() {
     let bugsink = Bugsink::from_env();
     let project = bugsink.new_project("phase1-panic");
-    let out = run_scenario(BIN, "panic", &[("SENTRY_DSN", &project.dsn)]);
+    let out = run_scenario(&bin(), "panic", &[("SENTRY_DSN", &project.dsn)]);
     assert!(!out.status.success(), "the scenario must panic");
     let events = bugsink.all_events(&project);
     assert_eq!(events.len(), 1, "{events:#?}");
@@ -111,7 +114,7 @@ fn panic_is_captured_and_flushed_before_the_process_dies() {
 
 #[test]
 fn without_dsn_the_service_runs_logs_and_sends_nothing() {
-    let out = run_scenario(BIN, "nested-error", &[]);
+    let out = run_scenario(&bin(), "nested-error", &[]);
     assert!(out.status.success());
     let r = report(&out);
     assert_eq!(
@@ -132,7 +135,7 @@ fn sdk_disabled_keeps_console_and_sends_nothing() {
     let bugsink = Bugsink::from_env();
     let project = bugsink.new_project("phase1-disabled");
     let out = run_scenario(
-        BIN,
+        &bin(),
         "nested-error",
         &[("SENTRY_DSN", &project.dsn), ("OTEL_SDK_DISABLED", "true")],
     );
@@ -145,7 +148,7 @@ fn sdk_disabled_keeps_console_and_sends_nothing() {
 
 #[test]
 fn invalid_dsn_is_a_clear_error_for_try_init_and_a_logged_fallback_for_init() {
-    let out = run_scenario(BIN, "try-init", &[("SENTRY_DSN", "https://k3y@")]);
+    let out = run_scenario(&bin(), "try-init", &[("SENTRY_DSN", "https://k3y@")]);
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -157,7 +160,7 @@ fn invalid_dsn_is_a_clear_error_for_try_init_and_a_logged_fallback_for_init() {
         "the DSN key is never printed: {stdout}"
     );
 
-    let out = run_scenario(BIN, "nested-error", &[("SENTRY_DSN", "not a dsn")]);
+    let out = run_scenario(&bin(), "nested-error", &[("SENTRY_DSN", "not a dsn")]);
     assert!(out.status.success(), "init() keeps the service running");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -179,7 +182,7 @@ fn out_of_range_sample_rate_and_unknown_format_name_the_variable() {
         ("SENTRY_TRACES_SAMPLE_RATE", "lots", "0.0 to 1.0"),
     ] {
         let out = run_scenario(
-            BIN,
+            &bin(),
             "try-init",
             &[("SENTRY_DSN", "http://k@127.0.0.1:9/1"), (var, value)],
         );
@@ -194,7 +197,7 @@ fn out_of_range_sample_rate_and_unknown_format_name_the_variable() {
 
 #[test]
 fn second_init_is_an_error() {
-    let out = run_scenario(BIN, "try-init", &[]);
+    let out = run_scenario(&bin(), "try-init", &[]);
     assert!(out.status.success());
     let second = report(&out)["second_init"]
         .as_str()

@@ -117,13 +117,13 @@ impl SentryBackend {
 /// The ids of the Sentry span active on this thread, when Sentry owns span identity (no OTLP).
 pub fn current_span_context() -> Option<integra_observe_core::SpanContext> {
     let span = sentry::Hub::current().configure_scope(|scope| scope.get_span())?;
-    let tc = span.get_trace_context();
+    // What Sentry itself would propagate from this span (its own id, not its transaction's).
+    let header = span.iter_headers().find(|(name, _)| *name == "sentry-trace")?.1;
+    let st = integra_observe_core::propagation::SentryTrace::parse(&header)?;
     Some(integra_observe_core::SpanContext::new(
-        integra_observe_core::TraceId::from_hex(&tc.trace_id.to_string())?,
-        integra_observe_core::SpanId::from_hex(&tc.span_id.to_string())?,
-        // The sampling decision as Sentry propagates it: `sentry-trace: TRACE-SPAN-1`.
-        span.iter_headers()
-            .any(|(name, value)| name == "sentry-trace" && value.ends_with("-1")),
+        st.trace_id,
+        st.span_id,
+        st.sampled.unwrap_or(false),
     ))
 }
 
@@ -309,5 +309,27 @@ mod tests {
         assert_eq!(event.tags["user.id"], "explicit");
         assert_eq!(event.tags["long"].len(), MAX_TAG_LEN);
         assert!(!event.tags.contains_key("nested"));
+    }
+}
+
+#[cfg(all(test, feature = "test"))]
+mod capture_tests {
+    #[test]
+    fn nested_spans_put_the_innermost_span_on_the_event() {
+        let mut inner = None;
+        let events = crate::with_captured_events(|| {
+            let _a = tracing::info_span!("handle_request").entered();
+            let outer = crate::current_span_context();
+            let _c = tracing::info_span!("fetch_keys").entered();
+            inner = crate::current_span_context();
+            assert_ne!(outer.map(|c| c.span_id), inner.map(|c| c.span_id));
+            tracing::error!("verification failed");
+        });
+        let Some(sentry::protocol::Context::Trace(tc)) = events[0].contexts.get("trace") else {
+            panic!()
+        };
+        let inner = inner.expect("a Sentry span");
+        assert_eq!(tc.span_id.to_string(), inner.span_id.to_string());
+        assert_eq!(tc.trace_id.to_string(), inner.trace_id.to_string());
     }
 }

@@ -109,7 +109,12 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
     let sentry_performance = sentry.as_ref().is_some_and(|s| s.traces_sample_rate > 0.0);
     #[cfg(not(all(feature = "otlp", feature = "sentry")))]
     let sentry_performance = false;
-    let pipeline_wanted = cfg!(feature = "otlp") && (otlp.is_some() || sentry_performance);
+    // With OpenTelemetry compiled in (`otlp`), it owns span identity even when nothing is
+    // exported: spans get W3C ids, incoming context is continued and outgoing headers injected (a
+    // service in the middle of a path must not break the trace), and Sentry events and
+    // transactions carry those ids. Without it (phase 1 and 2 services) Sentry owns the ids.
+    let pipeline_wanted = cfg!(feature = "otlp") && !settings.sdk_disabled;
+    let _ = sentry_performance;
 
     #[cfg(feature = "sentry")]
     let sentry_backend = match &sentry {

@@ -1,0 +1,231 @@
+// The scenarios, shared by the `scenario` binary (all features) and `scenario-sentry-only`
+// (without OpenTelemetry): each plays a service in its own process. Not a module of the library:
+// it is included into both binaries.
+
+use std::error::Error;
+use std::fmt;
+
+use integra_observe::backends::sentry_sdk;
+use integra_observe::Config;
+use serde_json::json;
+use tracing::{error, info, info_span, warn, Instrument};
+
+#[derive(Debug)]
+struct VerificationError {
+    source: std::io::Error,
+}
+
+impl fmt::Display for VerificationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("token signature could not be verified")
+    }
+}
+
+impl Error for VerificationError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The id of the last Sentry event captured, remembered where it was captured: the Sentry span
+/// layer gives each span its own hub, so it must be read inside the span.
+static EVENT_ID: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The ids of the innermost span, as integra-observe reports them.
+static SPAN: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+fn remember_event_id() {
+    let id = sentry_sdk::last_event_id().map(|id| id.simple().to_string());
+    *EVENT_ID.lock().unwrap_or_else(|p| p.into_inner()) = id;
+}
+
+fn report(guard: &integra_observe::Guard, extra: serde_json::Value) {
+    let last = EVENT_ID.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let stats = guard.stats();
+    let span = SPAN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut r = json!({
+        "event_id": last,
+        "trace_id": span.as_ref().map(|s| s.0.clone()),
+        "span_id": span.as_ref().map(|s| s.1.clone()),
+        "backends": stats.backends.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+    });
+    if let (Some(o), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    println!("REPORT {r}");
+}
+
+/// A three-level span tree (server → internal → client) with a breadcrumb and an error carrying a
+/// source chain in the innermost span.
+fn nested_error() {
+    let guard = integra_observe::init(Config::from_env().service_name("scenario-nested"));
+    {
+        let _root = info_span!(
+            "handle_request",
+            otel.kind = "server",
+            http.route = "/api/documents"
+        )
+        .entered();
+        let _mid = info_span!("verify_user", user.id = 42).entered();
+        let _inner = info_span!("fetch_keys", otel.kind = "client").entered();
+        let ids = integra_observe::current_span_context();
+        *SPAN.lock().unwrap_or_else(|p| p.into_inner()) = ids.map(|c| (c.trace_id.to_string(), c.span_id.to_string()));
+        info!("fetching signing keys");
+        warn!(attempt = 2, "token near expiry");
+        let err = VerificationError {
+            source: std::io::Error::other("connection reset by key server"),
+        };
+        error!(
+            error = &err as &dyn Error,
+            tags.component = "auth",
+            user.id = 42,
+            "verification failed"
+        );
+        remember_event_id();
+    }
+    report(&guard, json!({}));
+}
+
+#[tracing::instrument]
+async fn load_case(case_id: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let spawned = tokio::spawn(
+        register_on_chain(case_id).instrument(info_span!("spawned_task", otel.kind = "internal")),
+    );
+    spawned.await.unwrap_or(0)
+}
+
+#[tracing::instrument]
+async fn register_on_chain(case_id: u64) -> u64 {
+    tokio::task::yield_now().await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    error!(case.id = case_id, "blockchain node unavailable");
+    remember_event_id();
+    case_id
+}
+
+/// An error raised in a spawned, instrumented task, after several `.await`s.
+fn async_error() {
+    let guard = integra_observe::init(Config::from_env().service_name("scenario-async"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let Ok(runtime) = runtime else { return };
+    runtime.block_on(async {
+        load_case(7)
+            .instrument(info_span!("handle_request", otel.kind = "server"))
+            .await;
+    });
+    drop(runtime);
+    report(&guard, json!({}));
+}
+
+/// A panic inside a span: captured and flushed before the process dies.
+fn panic_in_span() {
+    let _guard = integra_observe::init(Config::from_env().service_name("scenario-panic"));
+    let _span = info_span!("settle_case", case.id = 9).entered();
+    let values: Vec<u32> = Vec::new();
+    let index = std::env::args().count() + 10;
+    println!("about to index {index}");
+    let _ = values[index]; // panics: index out of bounds
+}
+
+/// `try_init` with whatever the environment says: prints the error and exits 3 on failure.
+fn try_init() {
+    match integra_observe::try_init(Config::from_env().service_name("scenario-try")) {
+        Ok(guard) => {
+            let second = integra_observe::try_init(Config::from_env());
+            info!("started");
+            report(
+                &guard,
+                json!({"second_init": second.err().map(|e| e.to_string())}),
+            );
+        }
+        Err(e) => {
+            println!("INIT ERROR: {e}");
+            std::process::exit(3);
+        }
+    }
+}
+
+/// One service of a request chain: `POST /hop` calls `NEXT_URL` (if set) with the trace headers,
+/// fails with 500 when `FAIL=1` (raising an error), answers 502 when the next hop failed.
+/// Prints `LISTENING <port>`; `POST /shutdown` stops it cleanly (the guard flushes).
+fn chain_service() {
+    let name = std::env::var("SERVICE_NAME").unwrap_or_else(|_| "chain".into());
+    let guard = integra_observe::init(Config::from_env().service_name(name.clone()));
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() else {
+        return;
+    };
+    runtime.block_on(async move {
+        let next = std::env::var("NEXT_URL").ok();
+        let fail = std::env::var("FAIL").is_ok_and(|v| v == "1");
+        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(integra_observe::reqwest::TracingMiddleware)
+            .build();
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stop_route = stop.clone();
+        let app = axum::Router::new()
+            .route(
+                "/hop",
+                axum::routing::post(move || hop(name.clone(), next.clone(), fail, client.clone())),
+            )
+            .route(
+                "/shutdown",
+                axum::routing::post(move || {
+                    stop_route.notify_one();
+                    async { "bye" }
+                }),
+            )
+            .layer(integra_observe::axum::TraceLayer::new().record_request_headers(["x-request-id", "authorization"]));
+        let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else { return };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        println!("LISTENING {port}");
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await;
+    });
+    drop(runtime);
+    report(&guard, json!({}));
+}
+
+#[tracing::instrument(skip(client))]
+async fn hop(
+    service: String,
+    next: Option<String>,
+    fail: bool,
+    client: reqwest_middleware::ClientWithMiddleware,
+) -> axum::http::StatusCode {
+    info!("handling hop");
+    let mut downstream_failed = false;
+    if let Some(url) = next {
+        match client.post(&url).send().await {
+            Ok(resp) => downstream_failed = !resp.status().is_success(),
+            Err(e) => {
+                warn!(error = %e, "next hop unreachable");
+                downstream_failed = true;
+            }
+        }
+    }
+    if fail {
+        error!(service = %service, "{service} could not process the hop");
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if downstream_failed {
+        return axum::http::StatusCode::BAD_GATEWAY;
+    }
+    axum::http::StatusCode::OK
+}
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("chain-service") => chain_service(),
+        Some("nested-error") => nested_error(),
+        Some("async-error") => async_error(),
+        Some("panic") => panic_in_span(),
+        Some("try-init") => try_init(),
+        other => {
+            eprintln!("unknown scenario {other:?}");
+            std::process::exit(2);
+        }
+    }
+}
