@@ -7,6 +7,9 @@
 # Servers:
 #   * Bugsink (Sentry-compatible error tracker; SQLite; ingests synchronously) via gunicorn.
 #   * otelite (OTLP receiver, gRPC + HTTP, with a REST query API; SQLite).
+#   * Spotlight (Sentry's dev sidecar; a Sentry envelope receiver that keeps transactions, which
+#     Bugsink drops and rate-limits), run by scripts/spotlight/server.mjs, which appends every payload
+#     it receives as one JSON line to a file before answering the POST.
 # Each gets fresh storage in one temp dir (mktemp -d), removed by stop_servers.
 #
 # Exported (the contract the Rust tests read; see docs/test-servers-notes.md):
@@ -21,12 +24,15 @@
 #   INTEGRA_TEST_OTLP_GRPC_ENDPOINT http://127.0.0.1:PORT
 #   INTEGRA_TEST_OTLP_HTTP_ENDPOINT http://127.0.0.1:PORT (POST /v1/traces, /v1/logs, /v1/metrics)
 #   INTEGRA_TEST_OTELITE_DB        path of otelite's SQLite db
-#   INTEGRA_TEST_LOG_DIR            bugsink.log, otelite.log (print_server_logs prints their tails)
+#   INTEGRA_TEST_SPOTLIGHT_URL      http://127.0.0.1:PORT (envelopes: POST /api/<id>/envelope/)
+#   INTEGRA_TEST_SPOTLIGHT_DSN      http://<32-hex key>@127.0.0.1:PORT/1 (no path prefix: Spotlight has none)
+#   INTEGRA_TEST_SPOTLIGHT_EVENTS   JSONL file: one line per payload Spotlight received, in arrival order
+#   INTEGRA_TEST_LOG_DIR            bugsink.log, otelite.log, spotlight.log (print_server_logs prints their tails)
 # Functions: stop_servers, print_server_logs, bugsink_new_project NAME (echoes "ID DSN").
 #
 # Safe under `set -euo pipefail` in the sourcing shell; does not change its shell options. On a
 # failed start it prints the logs, stops whatever it started and returns non-zero.
-# Knobs: INTEGRA_TEST_SERVERS="bugsink otelite" (default; name a subset to start fewer),
+# Knobs: INTEGRA_TEST_SERVERS="bugsink otelite spotlight" (default; name a subset to start fewer),
 # INTEGRA_TEST_KEEP_TMP=1 keeps the temp dir (databases, logs) after stop_servers,
 # INTEGRA_TEST_OTELITE_LOG sets otelite's RUST_LOG (default info), INTEGRA_TEST_OTELITE_BIN runs that
 # otelite binary instead of installing the pinned one.
@@ -218,6 +224,17 @@ _itest_spawn_otelite() {
   export INTEGRA_TEST_OTELITE_DB="$dir/data/otelite.db"
 }
 
+_itest_spawn_spotlight() {
+  local dir="$_ITEST_TMP/spotlight" port=$_ITEST_PORT_SPOTLIGHT key
+  mkdir -p "$dir" && : >"$dir/events.jsonl" || return 1
+  key=$(python3 -c 'import secrets; print(secrets.token_hex(16))') || return 1
+  _itest_spawn spotlight env -u SPOTLIGHT_CAPTURE NO_COLOR=1 \
+    node "$_ITEST_SCRIPTS/spotlight/server.mjs" "$_ITEST_SPOTLIGHT_DIR" "$port" "$dir/events.jsonl" || return 1
+  export INTEGRA_TEST_SPOTLIGHT_URL="http://127.0.0.1:$port"
+  export INTEGRA_TEST_SPOTLIGHT_DSN="http://$key@127.0.0.1:$port/1"
+  export INTEGRA_TEST_SPOTLIGHT_EVENTS="$dir/events.jsonl"
+}
+
 _itest_wait_otelite() {
   _itest_wait_http otelite "$INTEGRA_TEST_OTELITE_URL/api/health" 60 || return 1
   _itest_wait_http otelite "$INTEGRA_TEST_OTLP_HTTP_ENDPOINT/health" 30 || return 1
@@ -252,15 +269,15 @@ stop_servers() {
 }
 
 _itest_start_servers() {
-  local t0=$SECONDS want=" ${INTEGRA_TEST_SERVERS:-bugsink otelite} "
+  local t0=$SECONDS want=" ${INTEGRA_TEST_SERVERS:-bugsink otelite spotlight} "
   _ITEST_TMP=$(mktemp -d -t integra-test-servers.XXXXXX) || return 1
   export INTEGRA_TEST_LOG_DIR="$_ITEST_TMP/logs"
   mkdir -p "$INTEGRA_TEST_LOG_DIR" || return 1
   # All ports in one go, so that no two of them can coincide.
-  read -r _ITEST_PORT_BUGSINK _ITEST_PORT_OTELITE _ITEST_PORT_GRPC _ITEST_PORT_HTTP < <(_itest_ports 4) \
-    && [[ -n "$_ITEST_PORT_HTTP" ]] || { log "could not pick free ports"; return 1; }
-  # Installs first (a cold otelite build takes ~12 min), then spawn otelite so that it boots while
-  # Bugsink is being set up.
+  read -r _ITEST_PORT_BUGSINK _ITEST_PORT_OTELITE _ITEST_PORT_GRPC _ITEST_PORT_HTTP _ITEST_PORT_SPOTLIGHT \
+    < <(_itest_ports 5) && [[ -n "$_ITEST_PORT_SPOTLIGHT" ]] || { log "could not pick free ports"; return 1; }
+  # Installs first (a cold otelite build takes ~12 min), then spawn otelite and Spotlight so that they
+  # boot while Bugsink is being set up.
   if [[ "$want" == *" otelite "* ]]; then
     _ITEST_OTELITE_BIN=${INTEGRA_TEST_OTELITE_BIN:-}
     if [[ -z "$_ITEST_OTELITE_BIN" ]]; then
@@ -270,8 +287,14 @@ _itest_start_servers() {
   if [[ "$want" == *" bugsink "* ]]; then
     _ITEST_BUGSINK_VENV=$(bash "$_ITEST_SCRIPTS/install-bugsink.sh") || { log "installing Bugsink failed"; return 1; }
   fi
+  if [[ "$want" == *" spotlight "* ]]; then
+    _ITEST_SPOTLIGHT_DIR=$(bash "$_ITEST_SCRIPTS/install-spotlight.sh") || { log "installing Spotlight failed"; return 1; }
+  fi
   if [[ "$want" == *" otelite "* ]]; then
     _itest_spawn_otelite || { log "otelite failed to start"; return 1; }
+  fi
+  if [[ "$want" == *" spotlight "* ]]; then
+    _itest_spawn_spotlight || { log "Spotlight failed to start"; return 1; }
   fi
   if [[ "$want" == *" bugsink "* ]]; then
     _itest_start_bugsink || { log "Bugsink failed to start"; return 1; }
@@ -281,6 +304,11 @@ _itest_start_servers() {
     _itest_wait_otelite || { log "otelite failed to start"; return 1; }
     log "otelite up at $INTEGRA_TEST_OTELITE_URL (OTLP gRPC $INTEGRA_TEST_OTLP_GRPC_ENDPOINT," \
       "HTTP $INTEGRA_TEST_OTLP_HTTP_ENDPOINT) after $((SECONDS - t0))s"
+  fi
+  if [[ "$want" == *" spotlight "* ]]; then
+    # /health answers only once the recorder is subscribed (it subscribes before the port opens).
+    _itest_wait_http spotlight "$INTEGRA_TEST_SPOTLIGHT_URL/health" 60 || { log "Spotlight failed to start"; return 1; }
+    log "spotlight up at $INTEGRA_TEST_SPOTLIGHT_URL (recording to $INTEGRA_TEST_SPOTLIGHT_EVENTS) after $((SECONDS - t0))s"
   fi
 }
 

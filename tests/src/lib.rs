@@ -380,3 +380,17 @@ impl Bugsink {
             .collect()
     }
 }
+
+/// Every item of `item_type` (`"transaction"`, `"event"`) that Spotlight received, in arrival
+/// order (all tests share it: select by trace id). `scripts/test` records each envelope as one
+/// JSON line before Spotlight answers, so what an SDK sent is readable once it flushed.
+pub fn spotlight_items(item_type: &str) -> Vec<Value> {
+    let path = server_env("INTEGRA_TEST_SPOTLIGHT_EVENTS");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|env| env["items"].as_array().cloned().unwrap_or_default())
+        .filter(|item| item["header"]["type"] == item_type)
+        .map(|item| item["body"].clone())
+        .collect()
+}

@@ -118,7 +118,10 @@ impl SentryBackend {
 pub fn current_span_context() -> Option<integra_observe_core::SpanContext> {
     let span = sentry::Hub::current().configure_scope(|scope| scope.get_span())?;
     // What Sentry itself would propagate from this span (its own id, not its transaction's).
-    let header = span.iter_headers().find(|(name, _)| *name == "sentry-trace")?.1;
+    let header = span
+        .iter_headers()
+        .find(|(name, _)| *name == "sentry-trace")?
+        .1;
     let st = integra_observe_core::propagation::SentryTrace::parse(&header)?;
     Some(integra_observe_core::SpanContext::new(
         st.trace_id,
@@ -134,6 +137,7 @@ pub fn client_options(
     service: &ServiceInfo,
     active_span: Option<Arc<dyn ActiveSpan>>,
 ) -> ClientOptions {
+    let service_name = service.name.clone();
     let mut options = ClientOptions::new()
         .environment(service.environment.clone())
         .maybe_release(service.release.clone())
@@ -141,7 +145,14 @@ pub fn client_options(
         .traces_sample_rate(settings.traces_sample_rate)
         .send_default_pii(settings.send_default_pii)
         .max_breadcrumbs(settings.max_breadcrumbs)
-        .before_send(move |event| Some(before_send(event, active_span.as_deref())));
+        .before_send(move |mut event| {
+            // Which service raised it, searchable in Sentry as in Jaeger.
+            event
+                .tags
+                .entry("service.name".into())
+                .or_insert_with(|| service_name.clone());
+            Some(before_send(event, active_span.as_deref()))
+        });
     options.user_agent = format!("integra-observe/{}", env!("CARGO_PKG_VERSION")).into();
     options
 }
