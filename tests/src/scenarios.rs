@@ -216,8 +216,25 @@ async fn hop(
     axum::http::StatusCode::OK
 }
 
+/// Spans and an error sent to backends that accept and never answer, then a timed shutdown.
+fn hung_shutdown() {
+    let guard = integra_observe::init(Config::from_env().service_name("scenario-hung"));
+    for i in 0..50 {
+        let _span = info_span!("work", i).entered();
+        if i == 49 {
+            error!("last one failed");
+        }
+    }
+    let running: Vec<&str> = guard.stats().backends.iter().map(|(n, _)| *n).collect();
+    let started = std::time::Instant::now();
+    let flushed = guard.shutdown();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    report(&guard, json!({"running": running, "shutdown_ms": elapsed_ms, "flushed": flushed}));
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
+        Some("hung-shutdown") => hung_shutdown(),
         Some("chain-service") => chain_service(),
         Some("nested-error") => nested_error(),
         Some("async-error") => async_error(),
