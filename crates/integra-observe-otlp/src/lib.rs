@@ -272,7 +272,7 @@ fn host_name() -> Option<String> {
 impl OtlpBackend {
     /// The `tracing` layer that turns spans into OpenTelemetry spans of this pipeline. It makes a
     /// span's OpenTelemetry context current while the span is entered (and on every poll of an
-    /// instrumented future), which is what [`OtlpBackend::active_span`] reads.
+    /// instrumented future), which is what [`active_span`] reads.
     pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
