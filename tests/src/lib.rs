@@ -27,9 +27,15 @@ fn agent() -> ureq::Agent {
 /// The scenario binary built without OpenTelemetry (a phase 1/2 service), next to this test's
 /// executable; `scripts/test` builds it on its own.
 pub fn sentry_only_bin() -> String {
+    sibling_bin("scenario-sentry-only")
+}
+
+/// A binary of another workspace package, next to this test's executable (`scripts/test` builds
+/// them on their own).
+pub fn sibling_bin(name: &str) -> String {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("scenario-sentry-only");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run the tests with scripts/test (it builds it)",

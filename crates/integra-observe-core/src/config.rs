@@ -77,6 +77,20 @@ pub struct Settings {
     pub log: LogSettings,
     /// How long the guard may spend flushing all backends on shutdown.
     pub shutdown_timeout: Duration,
+    /// The local trace view (`INTEGRA_TRACE_VIEW`; only used with the `console` feature).
+    pub trace_view: TraceViewMode,
+}
+
+/// What the local trace view (feature `console`) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TraceViewMode {
+    /// Nothing.
+    Off,
+    /// Print each finished trace as a waterfall, and a dependency map at shutdown.
+    Tree,
+    /// Print each finished span as a JSON line on stdout, for a parent process to assemble.
+    Forward,
 }
 
 /// Settings of the Sentry backend, resolved and validated.
@@ -314,6 +328,7 @@ pub struct Config {
     otlp_headers: Option<Vec<(String, String)>>,
     otlp_timeout: Option<Duration>,
     sampler: Option<Sampler>,
+    trace_view: Option<TraceViewMode>,
 }
 
 /// The outcome of [`Config::resolve`]: usable settings plus every problem found on the way.
@@ -437,6 +452,9 @@ impl Config {
     setter!(
         /// The sampler. Wins over `OTEL_TRACES_SAMPLER`.
         sampler: Sampler => sampler);
+    setter!(
+        /// The local trace view (feature `console`). Wins over `INTEGRA_TRACE_VIEW`.
+        trace_view: TraceViewMode => trace_view);
 
     /// Headers sent with every OTLP export (e.g. an API key). Wins over `OTEL_EXPORTER_OTLP_HEADERS`.
     pub fn otlp_headers<K: Into<String>, V: Into<String>>(
@@ -568,6 +586,21 @@ impl Config {
             .shutdown_timeout
             .or_else(|| self.millis_var("INTEGRA_SHUTDOWN_TIMEOUT", errors))
             .unwrap_or(Duration::from_secs(2));
+        let trace_view = self
+            .trace_view
+            .unwrap_or_else(|| match self.var("INTEGRA_TRACE_VIEW") {
+                None | Some("tree") => TraceViewMode::Tree,
+                Some("off") => TraceViewMode::Off,
+                Some("forward") => TraceViewMode::Forward,
+                Some(raw) => {
+                    errors.push(InitError::invalid(
+                        Source::Env("INTEGRA_TRACE_VIEW"),
+                        raw,
+                        "one of `tree`, `forward`, `off`",
+                    ));
+                    TraceViewMode::Tree
+                }
+            });
 
         Settings {
             service: ServiceInfo {
@@ -584,6 +617,7 @@ impl Config {
                 format,
             },
             shutdown_timeout,
+            trace_view,
         }
     }
 

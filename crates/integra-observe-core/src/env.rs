@@ -31,6 +31,7 @@ vars! {
     "RUST_LOG", "Which spans and events are recorded, in `tracing-subscriber`'s `EnvFilter` syntax. Applies to every destination.", "`info`", "`info,my_crate=debug`";
     "INTEGRA_LOG_FORMAT", "Console format: `pretty`, `compact` or `json`.", "`json` when the environment is `production`, else `pretty`", "`json`";
     "INTEGRA_CONSOLE", "`false` turns console logging off.", "`true`", "`false`";
+    "INTEGRA_TRACE_VIEW", "With the `console` feature: `tree` prints each finished trace as a waterfall and a dependency map at shutdown; `forward` prints each finished span as a JSON line on stdout for a parent process; `off`.", "`tree`", "`off`";
     "INTEGRA_SHUTDOWN_TIMEOUT", "Milliseconds the guard may spend flushing all backends on shutdown.", "`2000`", "`5000`";
     "SENTRY_DSN", "Sentry DSN. Unset or empty: nothing is sent to Sentry.", "unset", "`https://public@o1.ingest.sentry.io/42`";
     "SENTRY_ENVIRONMENT", "Sentry environment (also `deployment.environment.name`).", "`deployment.environment.name`, else `production` in release builds and `development` in debug builds", "`staging`";

@@ -15,7 +15,7 @@ pub use bridge::{ActiveSpan, ErrorInfo};
 pub use config::{
     parse_key_values, percent_decode, BatchSettings, Config, Dsn, LogFormat, LogSettings,
     OtlpProtocol, OtlpSettings, Resolved, Sampler, SamplerKind, SentrySettings, ServiceInfo,
-    Settings,
+    Settings, TraceViewMode,
 };
 pub use env::{EnvVar, ENV_VARS};
 pub use error::{InitError, Source};

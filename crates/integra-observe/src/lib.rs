@@ -6,6 +6,9 @@
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+pub mod console;
 mod guard;
 pub mod propagation;
 #[cfg(feature = "reqwest")]
@@ -15,8 +18,8 @@ mod subscriber;
 
 pub use guard::{BackendStats, Guard};
 pub use integra_observe_core::{
-    Config, InitError, LogFormat, OtlpProtocol, Sampler, SamplerKind, Source, SpanContext, SpanId,
-    Stats, TraceId, ENV_VARS,
+    Config, FinishedSpan, InitError, LogFormat, OtlpProtocol, Sampler, SamplerKind, Source,
+    SpanContext, SpanId, Stats, TraceId, TraceViewMode, ENV_VARS,
 };
 
 /// The backend crates, each behind the feature that brings it.

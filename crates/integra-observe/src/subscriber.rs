@@ -151,6 +151,18 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
                 pipeline = pipeline.with_sink(backend.transaction_sink(s.traces_sample_rate));
             }
         }
+        #[cfg(feature = "console")]
+        {
+            let mode = match settings.trace_view {
+                integra_observe_core::TraceViewMode::Tree => Some(crate::console::Mode::Tree),
+                integra_observe_core::TraceViewMode::Forward => Some(crate::console::Mode::Forward),
+                _ => None,
+            };
+            if let Some(mode) = mode {
+                pipeline =
+                    pipeline.with_sink(std::sync::Arc::new(crate::console::ConsoleSink::new(mode)));
+            }
+        }
         match integra_observe_otlp::init(pipeline, &settings.service) {
             Ok(backend) => {
                 layers.push(Box::new(backend.layer::<Base>()));
