@@ -40,13 +40,9 @@ pub mod backends {
     pub use integra_observe_sentry::sentry as sentry_sdk;
 }
 
-/// Test helpers that ship with the library (feature `test`): capture what your own
-/// instrumentation produces, in memory, and assert on it.
 #[cfg(feature = "test")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test")))]
-pub mod test {
-    pub use integra_observe_sentry::with_captured_events;
-}
+pub mod test;
 
 /// The ids of the span active on this thread (or task): OpenTelemetry's when the OTLP backend
 /// runs, Sentry's when Sentry runs alone, `None` otherwise or outside any span. These are the ids a
