@@ -210,19 +210,25 @@ pub fn otlp_endpoints() -> [(&'static str, String); 2] {
     ]
 }
 
-/// Runs the `scenario` binary with a clean environment plus `env`, and returns its output.
-pub fn run_scenario(bin: &str, scenario: &str, env: &[(&str, &str)]) -> Output {
+/// `bin scenario` with a clean environment (PATH and HOME kept, compact logs) plus `env`: a
+/// service sees only the configuration its test gives it.
+fn scenario_command(bin: &str, scenario: &str, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.arg(scenario).env_clear();
+    cmd.arg(scenario).env_clear().env("INTEGRA_LOG_FORMAT", "compact");
     for keep in ["PATH", "HOME"] {
         if let Ok(v) = std::env::var(keep) {
             cmd.env(keep, v);
         }
     }
-    cmd.env("INTEGRA_LOG_FORMAT", "compact");
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Runs the `scenario` binary with a clean environment plus `env`, and returns its output.
+pub fn run_scenario(bin: &str, scenario: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = scenario_command(bin, scenario, env);
     let out = cmd.output().expect("run scenario");
     eprintln!(
         "--- scenario {scenario} exit={:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -265,18 +271,7 @@ impl Service {
     /// listens.
     pub fn start(bin: &str, env: &[(&str, &str)]) -> Service {
         use std::io::BufRead;
-        let mut cmd = Command::new(bin);
-        cmd.arg("chain-service")
-            .env_clear()
-            .env("INTEGRA_LOG_FORMAT", "compact");
-        for keep in ["PATH", "HOME"] {
-            if let Ok(v) = std::env::var(keep) {
-                cmd.env(keep, v);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = scenario_command(bin, "chain-service", env);
         cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn service");
