@@ -5,7 +5,8 @@
 //!   exporter: lost = produced − what reached the exporter;
 //! - (f) the OpenTelemetry API directly, over the same pipeline;
 //! - integra-observe with Sentry and OTLP on (closed ports, so nothing is delivered): what its
-//!   `Guard::stats()` accounts for, and what it does not.
+//!   `Guard::stats()` accounts for, and what it does not, once the spans its queue held have been
+//!   retried and given up (it waits for that, at most 120 s).
 //!
 //! Run with `cargo bench -p integra-observe-benches --bench loss`. Without `--bench` (as under
 //! `cargo test`) it makes 10,000 spans instead.
@@ -48,31 +49,44 @@ fn upstream(pipeline: &'static str, stack: Stack, n: u64) -> Row {
     }
 }
 
+/// How long `ours` waits, after the last span, for every span to be sent or counted as dropped:
+/// the spans its queue holds (at most 2048) are retried against the closed port first.
+const SETTLE: Duration = Duration::from_secs(120);
+
 fn ours(n: u64) -> Row {
     let stack = Stack::ours(SamplerKind::AlwaysOn).expect("integra-observe builds");
     let elapsed = produce(&stack, n);
     let guard = stack.guard().expect("ours has a guard");
-    let flushed = guard.flush(Duration::from_secs(5));
-    let stats = guard.stats();
-    let otlp = stats.get("otlp").unwrap_or_default();
+    let start = Instant::now();
+    let otlp = loop {
+        let otlp = guard.stats().get("otlp").unwrap_or_default();
+        if otlp.sent + otlp.dropped() >= n || start.elapsed() >= SETTLE {
+            break otlp;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let settled = start.elapsed();
     let accounted = otlp.sent + otlp.dropped();
     Row {
         pipeline: "ours: Sentry + OTLP (closed port), sampled",
         elapsed,
         reached: format!(
-            "{accounted} (sent {}, failed to send {}){}",
+            "{} (sent {}, failed to send {} after {} retries)",
+            otlp.sent + otlp.dropped_send_failed,
             otlp.sent,
             otlp.dropped_send_failed,
-            if flushed { "" } else { "; flush timed out after 5 s" }
+            otlp.retried
         ),
         lost: n.saturating_sub(otlp.sent).to_string(),
         exposed: format!(
-            "{} of {} drops counted (`Guard::stats`: queue_full {}, send_failed {}); {} unaccounted",
+            "{} of {} drops counted (`Guard::stats`: queue_full {}, send_failed {}); {} unaccounted \
+             {:.1} s after the last span",
             otlp.dropped(),
             n.saturating_sub(otlp.sent),
             otlp.dropped_queue_full,
             otlp.dropped_send_failed,
-            n.saturating_sub(accounted)
+            n.saturating_sub(accounted),
+            settled.as_secs_f64()
         ),
     }
 }

@@ -214,7 +214,9 @@ pub fn otlp_endpoints() -> [(&'static str, String); 2] {
 /// service sees only the configuration its test gives it.
 fn scenario_command(bin: &str, scenario: &str, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.arg(scenario).env_clear().env("INTEGRA_LOG_FORMAT", "compact");
+    cmd.arg(scenario)
+        .env_clear()
+        .env("INTEGRA_LOG_FORMAT", "compact");
     for keep in ["PATH", "HOME"] {
         if let Ok(v) = std::env::var(keep) {
             cmd.env(keep, v);

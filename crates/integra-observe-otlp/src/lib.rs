@@ -1,22 +1,20 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod batch;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integra_observe_core::{
-    ActiveSpan, Counters, DropReason, ErrorInfo, FinishedSpan, InitError, OtlpProtocol,
-    OtlpSettings, SamplerKind, ServiceInfo, SpanContext, SpanEvent, SpanId, SpanKind, SpanSink,
-    Stats, TraceId,
+    ActiveSpan, Counters, ErrorInfo, FinishedSpan, InitError, OtlpProtocol, OtlpSettings,
+    SamplerKind, ServiceInfo, SpanContext, SpanEvent, SpanId, SpanKind, SpanSink, Stats, TraceId,
 };
 use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
-    SpanProcessor,
-};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
@@ -118,20 +116,16 @@ pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend
             .join()
         })
         .map_err(|_| backend_err("building the exporter panicked".into()))??;
-        let exporter = CountingExporter {
-            inner: exporter,
-            counters: counters.clone(),
-        };
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(settings.batch.max_queue_size)
-            .with_max_export_batch_size(settings.batch.max_export_batch_size)
-            .with_scheduled_delay(settings.batch.schedule_delay)
-            .build();
-        builder = builder.with_span_processor(
-            BatchSpanProcessor::builder(exporter)
-                .with_batch_config(batch)
-                .build(),
-        );
+        // Our own queue in front of the exporter: it counts every span it drops, retries failed
+        // exports, and runs the exporter in this runtime's context (see `batch`).
+        let processor = batch::BatchProcessor::new(
+            exporter,
+            batch::Options::from_settings(settings),
+            Some(handle),
+            counters.clone(),
+        )
+        .map_err(|e| backend_err(format!("could not start its export thread: {e}")))?;
+        builder = builder.with_span_processor(processor);
         runtime = Some(rt);
     }
     for sink in pipeline.sinks {
@@ -304,8 +298,12 @@ impl OtlpBackend {
     /// Exports what is queued and stops, within `timeout`. Safe to call twice.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         let provider = self.provider.clone();
+        // The batch worker gives an unfinished export up at its own deadline. A little before
+        // ours, so that it has dropped the export before the runtime stops under it (a tokio
+        // timer polled after that panics).
+        let worker_timeout = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
         let ok = run_bounded(timeout, move || {
-            provider.shutdown_with_timeout(timeout).is_ok()
+            provider.shutdown_with_timeout(worker_timeout).is_ok()
         });
         self.stop_runtime();
         ok
@@ -344,37 +342,6 @@ fn run_bounded(timeout: Duration, f: impl FnOnce() -> bool + Send + 'static) -> 
             let _ = tx.send(f());
         });
     spawned.is_ok() && rx.recv_timeout(timeout).unwrap_or(false)
-}
-
-/// Counts what the wrapped exporter delivered and lost.
-#[derive(Debug)]
-struct CountingExporter<E> {
-    inner: E,
-    counters: Arc<Counters>,
-}
-
-impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        match &result {
-            Ok(()) => self.counters.sent(n),
-            Err(_) => self.counters.dropped(DropReason::SendFailed, n),
-        }
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
 }
 
 /// The bridge the Sentry backend uses to take the span ids of the OpenTelemetry pipeline (any
