@@ -232,8 +232,37 @@ fn hung_shutdown() {
     report(&guard, json!({"running": running, "shutdown_ms": elapsed_ms, "flushed": flushed}));
 }
 
+/// Secrets in every place a service may put them: span fields, event fields, messages,
+/// breadcrumbs, URLs. The test greps what reached the servers for the `CORPUS-` values.
+fn secrets() {
+    let guard = integra_observe::init(Config::from_env().service_name("scenario-secrets"));
+    {
+        let _span = info_span!(
+            "login",
+            password = "CORPUS-pw-7f3a",
+            http.request.header.authorization = "Bearer CORPUS-bearer-91c2",
+            url.full = "https://bob:CORPUS-urlpw-55d1@h.example/cb?token=CORPUS-qtok-0a9e&id=1",
+            user.api_key = "CORPUS-apikey-3b7c",
+            user.id = 42
+        )
+        .entered();
+        info!(cookie = "session=CORPUS-cookie-88aa", "retrying with Bearer CORPUS-bearer2-1d4f");
+        warn!(secret = "CORPUS-secret-6e21", "calling https://alice:CORPUS-urlpw2-77b0@x.example/");
+        error!(
+            private_key = "CORPUS-pk-2c5d",
+            credentials = "CORPUS-cred-9f0e",
+            "login failed, see https://h.example/r?access_token=CORPUS-qtok2-4e8b"
+        );
+        remember_event_id();
+        let ids = integra_observe::current_span_context();
+        *SPAN.lock().unwrap_or_else(|p| p.into_inner()) = ids.map(|c| (c.trace_id.to_string(), c.span_id.to_string()));
+    }
+    report(&guard, json!({}));
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
+        Some("secrets") => secrets(),
         Some("hung-shutdown") => hung_shutdown(),
         Some("chain-service") => chain_service(),
         Some("nested-error") => nested_error(),

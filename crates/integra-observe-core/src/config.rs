@@ -79,6 +79,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// The local trace view (`INTEGRA_TRACE_VIEW`; only used with the `console` feature).
     pub trace_view: TraceViewMode,
+    /// Keys whose values are redacted in every pipeline, on top of the defaults
+    /// ([`crate::DEFAULT_SECRET_KEYS`]).
+    pub redact_keys: Vec<String>,
 }
 
 /// What the local trace view (feature `console`) does.
@@ -111,6 +114,8 @@ pub struct SentrySettings {
     pub queue_size: usize,
     /// Timeout of one HTTP request to Sentry.
     pub request_timeout: Duration,
+    /// Extra secret keys (see [`Settings::redact_keys`]).
+    pub redact_keys: Vec<String>,
 }
 
 /// The OTLP wire protocol.
@@ -329,6 +334,7 @@ pub struct Config {
     otlp_timeout: Option<Duration>,
     sampler: Option<Sampler>,
     trace_view: Option<TraceViewMode>,
+    redact_keys: Option<Vec<String>>,
 }
 
 /// The outcome of [`Config::resolve`]: usable settings plus every problem found on the way.
@@ -455,6 +461,13 @@ impl Config {
     setter!(
         /// The local trace view (feature `console`). Wins over `INTEGRA_TRACE_VIEW`.
         trace_view: TraceViewMode => trace_view);
+
+    /// More keys whose values are secrets, redacted in spans, span events, Sentry events and
+    /// breadcrumbs on top of [`crate::DEFAULT_SECRET_KEYS`]. Wins over `INTEGRA_REDACT_KEYS`.
+    pub fn redact_keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.redact_keys = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
 
     /// Headers sent with every OTLP export (e.g. an API key). Wins over `OTEL_EXPORTER_OTLP_HEADERS`.
     pub fn otlp_headers<K: Into<String>, V: Into<String>>(
@@ -602,6 +615,17 @@ impl Config {
                 }
             });
 
+        let redact_keys = self.redact_keys.clone().unwrap_or_else(|| {
+            self.var("INTEGRA_REDACT_KEYS")
+                .map(|raw| {
+                    raw.split(',')
+                        .map(|k| k.trim().to_owned())
+                        .filter(|k| !k.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+
         Settings {
             service: ServiceInfo {
                 name,
@@ -618,6 +642,7 @@ impl Config {
             },
             shutdown_timeout,
             trace_view,
+            redact_keys,
         }
     }
 
@@ -682,6 +707,7 @@ impl Config {
             max_breadcrumbs,
             queue_size,
             request_timeout,
+            redact_keys: settings.redact_keys.clone(),
         })
     }
 

@@ -32,6 +32,7 @@ vars! {
     "INTEGRA_LOG_FORMAT", "Console format: `pretty`, `compact` or `json`.", "`json` when the environment is `production`, else `pretty`", "`json`";
     "INTEGRA_CONSOLE", "`false` turns console logging off.", "`true`", "`false`";
     "INTEGRA_TRACE_VIEW", "With the `console` feature: `tree` prints each finished trace as a waterfall and a dependency map at shutdown; `forward` prints each finished span as a JSON line on stdout for a parent process; `off`.", "`tree`", "`off`";
+    "INTEGRA_REDACT_KEYS", "Comma-separated keys whose values are redacted everywhere (span attributes and events, Sentry event fields, breadcrumbs), on top of the defaults: authorization, cookie, set-cookie, x-api-key, password, passwd, secret, token, api_key, apikey, auth, credentials, bearer, private_key.", "none", "`ssn,card_number`";
     "INTEGRA_SHUTDOWN_TIMEOUT", "Milliseconds the guard may spend flushing all backends on shutdown.", "`2000`", "`5000`";
     "SENTRY_DSN", "Sentry DSN. Unset or empty: nothing is sent to Sentry.", "unset", "`https://public@o1.ingest.sentry.io/42`";
     "SENTRY_ENVIRONMENT", "Sentry environment (also `deployment.environment.name`).", "`deployment.environment.name`, else `production` in release builds and `development` in debug builds", "`staging`";

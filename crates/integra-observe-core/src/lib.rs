@@ -20,6 +20,9 @@ pub use config::{
 pub use env::{EnvVar, ENV_VARS};
 pub use error::{InitError, Source};
 pub use ids::{SpanContext, SpanId, TraceId};
-pub use redact::{redact_dsn, redact_secret_value, redact_url};
+pub use redact::{
+    is_secret_key, redact_dsn, redact_secret_value, redact_url, redact_value, Redactor,
+    DEFAULT_SECRET_KEYS, REDACTED,
+};
 pub use span::{FinishedSpan, SpanEvent, SpanKind, SpanSink};
 pub use stats::{Counters, DropReason, Stats};

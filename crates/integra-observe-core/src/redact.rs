@@ -12,6 +12,108 @@ pub fn redact_dsn(raw: &str) -> String {
     }
 }
 
+/// Keys whose values are secrets, by default: matched as whole `_`-separated words of the
+/// lowercased key (`.` and `-` count as `_`), so `http.request.header.authorization` and
+/// `db_password` are secrets while `author` is not.
+pub const DEFAULT_SECRET_KEYS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "auth",
+    "credentials",
+    "bearer",
+    "private_key",
+];
+
+/// What a redacted value is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+fn normalize(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    out.push('_');
+    for c in key.chars() {
+        out.push(match c {
+            '.' | '-' | ' ' | ':' => '_',
+            c => c.to_ascii_lowercase(),
+        });
+    }
+    out.push('_');
+    out
+}
+
+/// Whether the value of `key` is a secret by [`DEFAULT_SECRET_KEYS`] plus `extra` keys.
+pub fn is_secret_key(key: &str, extra: &[String]) -> bool {
+    let key = normalize(key);
+    DEFAULT_SECRET_KEYS
+        .iter()
+        .map(|k| normalize(k))
+        .chain(extra.iter().map(|k| normalize(k)))
+        .any(|k| key.contains(&k))
+}
+
+/// The one redaction step both pipelines use (span attributes and events, Sentry event fields,
+/// breadcrumbs and HTTP data): by key ([`DEFAULT_SECRET_KEYS`], extensible) and by value
+/// (`Bearer`/`Basic` credentials, user info in URLs, secret query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    extra_keys: Vec<String>,
+}
+
+impl Redactor {
+    /// A redactor with the default keys plus `extra_keys`.
+    pub fn new(extra_keys: Vec<String>) -> Self {
+        Redactor { extra_keys }
+    }
+
+    /// Whether the value of `key` is a secret.
+    pub fn is_secret(&self, key: &str) -> bool {
+        is_secret_key(key, &self.extra_keys)
+    }
+
+    /// The value to keep for `key`: `None` when it needs no change.
+    pub fn redact(&self, key: &str, value: &str) -> Option<String> {
+        if self.is_secret(key) {
+            return (value != REDACTED).then(|| REDACTED.to_owned());
+        }
+        redact_value(value)
+    }
+}
+
+/// Redacts secrets inside a free-text value: `Bearer …`/`Basic …` credentials and URLs with user
+/// info or secret query parameters. `None` when nothing was found.
+pub fn redact_value(value: &str) -> Option<String> {
+    let mut changed = false;
+    let mut words: Vec<String> = Vec::new();
+    let mut after_scheme = false;
+    for word in value.split(' ') {
+        let lower = word.to_ascii_lowercase();
+        if after_scheme && !word.is_empty() {
+            words.push(REDACTED.to_owned());
+            changed = true;
+            after_scheme = false;
+            continue;
+        }
+        after_scheme = lower == "bearer" || lower == "basic";
+        if word.contains("://") || word.contains('?') {
+            let r = redact_url(word);
+            if r != word {
+                changed = true;
+                words.push(r);
+                continue;
+            }
+        }
+        words.push(word.to_owned());
+    }
+    changed.then(|| words.join(" "))
+}
+
 /// Masks a secret value entirely, keeping only its length, for logs.
 pub fn redact_secret_value(raw: &str) -> String {
     format!("<redacted, {} bytes>", raw.len())
@@ -90,6 +192,45 @@ mod tests {
             "http://h/p?apiKey=REDACTED&q=ok"
         );
         assert_eq!(redact_url("/relative?x=1"), "/relative?x=1");
+    }
+
+    #[test]
+    fn secret_keys_are_whole_words() {
+        for k in [
+            "password",
+            "http.request.header.authorization",
+            "db_password",
+            "X-Api-Key",
+            "user.auth",
+            "session_token",
+            "Set-Cookie",
+        ] {
+            assert!(is_secret_key(k, &[]), "{k}");
+        }
+        for k in ["author", "user.id", "tokenizer", "http.route"] {
+            assert!(!is_secret_key(k, &[]), "{k}");
+        }
+        assert!(is_secret_key(
+            "x-tenant-signature",
+            &["signature".to_owned()]
+        ));
+    }
+
+    #[test]
+    fn values_lose_bearer_tokens_and_url_secrets() {
+        let r = Redactor::default();
+        assert_eq!(r.redact("password", "hunter2").as_deref(), Some(REDACTED));
+        assert_eq!(
+            r.redact("message", "sent Bearer abc.def.ghi to x")
+                .as_deref(),
+            Some("sent Bearer [redacted] to x")
+        );
+        assert_eq!(
+            r.redact("url.full", "https://bob:pw@h/x?token=t0k&id=1")
+                .as_deref(),
+            Some("https://h/x?token=REDACTED&id=1")
+        );
+        assert_eq!(r.redact("user.id", "42"), None);
     }
 
     #[test]

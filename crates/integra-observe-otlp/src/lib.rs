@@ -14,7 +14,7 @@ use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanProcessor};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
@@ -63,6 +63,9 @@ pub struct Pipeline<'a> {
     pub sampler: integra_observe_core::Sampler,
     /// Destinations that receive every finished, sampled span.
     pub sinks: Vec<Arc<dyn SpanSink>>,
+    /// Extra secret keys, redacted before any span leaves the pipeline (see
+    /// [`integra_observe_core::Redactor`]).
+    pub redact_keys: Vec<String>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -72,7 +75,14 @@ impl<'a> Pipeline<'a> {
             exporter,
             sampler,
             sinks: Vec::new(),
+            redact_keys: Vec::new(),
         }
+    }
+
+    /// Adds extra secret keys to redact.
+    pub fn with_redact_keys(mut self, keys: Vec<String>) -> Self {
+        self.redact_keys = keys;
+        self
     }
 
     /// Adds a sink.
@@ -118,6 +128,10 @@ pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend
         .map_err(|_| backend_err("building the exporter panicked".into()))??;
         // Our own queue in front of the exporter: it counts every span it drops, retries failed
         // exports, and runs the exporter in this runtime's context (see `batch`).
+        let exporter = RedactingExporter {
+            inner: exporter,
+            redactor: integra_observe_core::Redactor::new(pipeline.redact_keys.clone()),
+        };
         let processor = batch::BatchProcessor::new(
             exporter,
             batch::Options::from_settings(settings),
@@ -128,10 +142,12 @@ pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend
         builder = builder.with_span_processor(processor);
         runtime = Some(rt);
     }
+    let redactor = integra_observe_core::Redactor::new(pipeline.redact_keys.clone());
     for sink in pipeline.sinks {
         builder = builder.with_span_processor(SinkProcessor {
             sink,
             service: service.name.clone(),
+            redactor: redactor.clone(),
         });
     }
     Ok(OtlpBackend {
@@ -381,10 +397,70 @@ pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) {
     span.set_attribute(key.to_owned(), value.to_owned());
 }
 
+/// The one redaction step on a span before it leaves the process: secret keys lose their value,
+/// and credentials inside values, event names and the status message are masked.
+fn redact_span(span: &mut SpanData, r: &integra_observe_core::Redactor) {
+    let redact_kvs = |kvs: &mut Vec<KeyValue>| {
+        for kv in kvs.iter_mut() {
+            let replacement = match &kv.value {
+                _ if r.is_secret(kv.key.as_str()) => {
+                    Some(integra_observe_core::REDACTED.to_owned())
+                }
+                opentelemetry::Value::String(v) => integra_observe_core::redact_value(v.as_str()),
+                _ => None,
+            };
+            if let Some(new) = replacement {
+                kv.value = opentelemetry::Value::from(new);
+            }
+        }
+    };
+    redact_kvs(&mut span.attributes);
+    for event in span.events.events.iter_mut() {
+        redact_kvs(&mut event.attributes);
+        if let Some(new) = integra_observe_core::redact_value(&event.name) {
+            event.name = new.into();
+        }
+    }
+    if let Status::Error { description } = &mut span.status {
+        if let Some(new) = integra_observe_core::redact_value(description) {
+            *description = new.into();
+        }
+    }
+}
+
+/// Redacts every span of a batch on the export thread, off the caller's path.
+#[derive(Debug)]
+struct RedactingExporter<E> {
+    inner: E,
+    redactor: integra_observe_core::Redactor,
+}
+
+impl<E: SpanExporter> SpanExporter for RedactingExporter<E> {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+        for span in batch.iter_mut() {
+            redact_span(span, &self.redactor);
+        }
+        self.inner.export(batch).await
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// Hands every finished span to a [`SpanSink`], converted to the core's plain form.
 struct SinkProcessor {
     sink: Arc<dyn SpanSink>,
     service: String,
+    redactor: integra_observe_core::Redactor,
 }
 
 impl std::fmt::Debug for SinkProcessor {
@@ -398,6 +474,8 @@ impl SpanProcessor for SinkProcessor {
 
     fn on_end(&self, span: SpanData) {
         if span.span_context.is_sampled() {
+            let mut span = span;
+            redact_span(&mut span, &self.redactor);
             self.sink.on_end(&finished_span(span, &self.service));
         }
     }

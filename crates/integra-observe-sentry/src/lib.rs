@@ -33,6 +33,7 @@ const MAX_TAG_LEN: usize = 200;
 pub struct SentryBackend {
     client: Arc<sentry::Client>,
     counters: Arc<Counters>,
+    redactor: integra_observe_core::Redactor,
 }
 
 impl std::fmt::Debug for SentryBackend {
@@ -84,7 +85,11 @@ pub fn init(
     ];
     let client = Arc::new(sentry::Client::from(options));
     sentry::Hub::main().bind_client(Some(client.clone()));
-    Ok(SentryBackend { client, counters })
+    Ok(SentryBackend {
+        client,
+        counters,
+        redactor: integra_observe_core::Redactor::new(settings.redact_keys.clone()),
+    })
 }
 
 impl SentryBackend {
@@ -105,6 +110,7 @@ impl SentryBackend {
             self.client.clone(),
             traces_sample_rate,
             self.counters.clone(),
+            self.redactor.clone(),
         ))
     }
 
@@ -138,6 +144,7 @@ pub fn client_options(
     active_span: Option<Arc<dyn ActiveSpan>>,
 ) -> ClientOptions {
     let service_name = service.name.clone();
+    let redactor = integra_observe_core::Redactor::new(settings.redact_keys.clone());
     let mut options = ClientOptions::new()
         .environment(service.environment.clone())
         .maybe_release(service.release.clone())
@@ -151,7 +158,9 @@ pub fn client_options(
                 .tags
                 .entry("service.name".into())
                 .or_insert_with(|| service_name.clone());
-            Some(before_send(event, active_span.as_deref()))
+            let mut event = before_send(event, active_span.as_deref());
+            redact_event(&mut event, &redactor);
+            Some(event)
         });
     options.user_agent = format!("integra-observe/{}", env!("CARGO_PKG_VERSION")).into();
     options
@@ -193,6 +202,107 @@ fn before_send(mut event: Event<'static>, active_span: Option<&dyn ActiveSpan>) 
         exception.map(|e| e.ty.clone()),
     ));
     event
+}
+
+/// The one redaction step, on everything of an event that carries user data: message, exception
+/// values, tags, extra, contexts (the event's and its spans' fields), breadcrumbs and request.
+fn redact_event(event: &mut Event<'static>, r: &integra_observe_core::Redactor) {
+    let text = |s: &mut String| {
+        if let Some(new) = integra_observe_core::redact_value(s) {
+            *s = new;
+        }
+    };
+    if let Some(m) = event.message.as_mut() {
+        text(m);
+    }
+    if let Some(l) = event.logentry.as_mut() {
+        text(&mut l.message);
+    }
+    for e in event.exception.values.iter_mut() {
+        if let Some(v) = e.value.as_mut() {
+            text(v);
+        }
+    }
+    for (k, v) in event.tags.iter_mut() {
+        if let Some(new) = r.redact(k, v) {
+            *v = new;
+        }
+    }
+    for (k, v) in event.extra.iter_mut() {
+        redact_json(r, k, v);
+    }
+    for ctx in event.contexts.values_mut() {
+        match ctx {
+            Context::Other(map) => {
+                for (k, v) in map.iter_mut() {
+                    redact_json(r, k, v);
+                }
+            }
+            Context::Trace(tc) => {
+                for (k, v) in tc.data.iter_mut() {
+                    redact_json(r, k, v);
+                }
+            }
+            _ => {}
+        }
+    }
+    for b in event.breadcrumbs.values.iter_mut() {
+        if let Some(m) = b.message.as_mut() {
+            text(m);
+        }
+        for (k, v) in b.data.iter_mut() {
+            redact_json(r, k, v);
+        }
+    }
+    if let Some(req) = event.request.as_mut() {
+        for (k, v) in req.headers.iter_mut() {
+            if let Some(new) = r.redact(k, v) {
+                *v = new;
+            }
+        }
+        if let Some(c) = req.cookies.as_mut() {
+            *c = integra_observe_core::REDACTED.to_owned();
+        }
+        if let Some(q) = req.query_string.as_mut() {
+            if let Some(new) = integra_observe_core::redact_value(&format!("?{q}")) {
+                *q = new.trim_start_matches('?').to_owned();
+            }
+        }
+        if let Some(url) = req.url.as_mut() {
+            if let Ok(parsed) = integra_observe_core::redact_url(url.as_str()).parse() {
+                *url = parsed;
+            }
+        }
+    }
+}
+
+/// Redacts a JSON value under `key`: secret keys lose their value, strings lose embedded
+/// credentials, and objects and arrays are walked.
+fn redact_json(r: &integra_observe_core::Redactor, key: &str, value: &mut Value) {
+    if r.is_secret(key) {
+        if !value.is_null() {
+            *value = Value::String(integra_observe_core::REDACTED.to_owned());
+        }
+        return;
+    }
+    match value {
+        Value::String(s) => {
+            if let Some(new) = r.redact(key, s) {
+                *s = new;
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                redact_json(r, k, v);
+            }
+        }
+        Value::Array(items) => {
+            for v in items.iter_mut() {
+                redact_json(r, key, v);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Copies an event's scalar fields (as recorded by `error!(user.id = 42, ...)`) into tags, so they

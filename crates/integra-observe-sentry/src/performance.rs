@@ -8,7 +8,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use integra_observe_core::{Counters, DropReason, FinishedSpan, SpanKind, SpanSink, TraceId};
+use integra_observe_core::{
+    Counters, DropReason, FinishedSpan, Redactor, SpanKind, SpanSink, TraceId,
+};
 use sentry::protocol::{self, Context, SpanStatus, TraceContext, Value};
 
 /// Traces buffered at once, waiting for their local root to end.
@@ -22,6 +24,7 @@ pub struct TransactionSink {
     traces_sample_rate: f32,
     buffer: Mutex<Buffer>,
     counters: Arc<Counters>,
+    redactor: Redactor,
 }
 
 #[derive(Default)]
@@ -35,12 +38,14 @@ impl TransactionSink {
         client: Arc<sentry::Client>,
         traces_sample_rate: f32,
         counters: Arc<Counters>,
+        redactor: Redactor,
     ) -> Self {
         TransactionSink {
             client,
             traces_sample_rate,
             buffer: Mutex::default(),
             counters,
+            redactor,
         }
     }
 
@@ -69,7 +74,10 @@ impl TransactionSink {
             environment: options.environment.clone(),
             start_timestamp: root.start,
             timestamp: Some(root.end),
-            spans: children.iter().map(child_span).collect(),
+            spans: children
+                .iter()
+                .map(|c| child_span(c, &self.redactor))
+                .collect(),
             ..Default::default()
         };
         tx.tags
@@ -83,7 +91,7 @@ impl TransactionSink {
                 .map(|p| p.to_bytes().into()),
             op: Some(op(root)),
             status: Some(status(root)),
-            data: data(root),
+            data: data(root, &self.redactor),
             ..Default::default()
         };
         tx.contexts
@@ -161,14 +169,19 @@ fn status(span: &FinishedSpan) -> SpanStatus {
     }
 }
 
-fn data(span: &FinishedSpan) -> protocol::Map<String, Value> {
+fn data(span: &FinishedSpan, r: &Redactor) -> protocol::Map<String, Value> {
     span.attributes
         .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Value::String(r.redact(k, v).unwrap_or_else(|| v.clone())),
+            )
+        })
         .collect()
 }
 
-fn child_span(span: &FinishedSpan) -> protocol::Span {
+fn child_span(span: &FinishedSpan, r: &Redactor) -> protocol::Span {
     protocol::Span {
         span_id: span.span_id.to_bytes().into(),
         trace_id: span.trace_id.to_bytes().into(),
@@ -178,7 +191,7 @@ fn child_span(span: &FinishedSpan) -> protocol::Span {
         start_timestamp: span.start,
         timestamp: Some(span.end),
         status: Some(status(span)),
-        data: data(span),
+        data: data(span, r),
         ..Default::default()
     }
 }

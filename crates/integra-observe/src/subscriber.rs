@@ -144,7 +144,8 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
     let mut pipeline_ok = false;
     #[cfg(feature = "otlp")]
     if pipeline_wanted {
-        let mut pipeline = integra_observe_otlp::Pipeline::new(otlp.as_ref(), resolved_sampler);
+        let mut pipeline = integra_observe_otlp::Pipeline::new(otlp.as_ref(), resolved_sampler)
+            .with_redact_keys(settings.redact_keys.clone());
         #[cfg(feature = "sentry")]
         if let (Some(backend), Some(s)) = (&sentry_backend, &sentry) {
             if sentry_performance {
