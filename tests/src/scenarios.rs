@@ -243,7 +243,8 @@ fn secrets() {
             http.request.header.authorization = "Bearer CORPUS-bearer-91c2",
             url.full = "https://bob:CORPUS-urlpw-55d1@h.example/cb?token=CORPUS-qtok-0a9e&id=1",
             user.api_key = "CORPUS-apikey-3b7c",
-            user.id = 42
+            user.id = 42,
+            note = %"N".repeat(10_000)
         )
         .entered();
         info!(cookie = "session=CORPUS-cookie-88aa", "retrying with Bearer CORPUS-bearer2-1d4f");

@@ -55,6 +55,11 @@ fn no_secret_of_the_corpus_reaches_either_server() {
         .expect("login span");
     assert_eq!(login["attributes"]["password"], "[redacted]");
     assert_eq!(login["attributes"]["user.id"], "42");
+    // Huge values are cut to the default limit (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT, 4096).
+    assert_eq!(
+        login["attributes"]["note"].as_str().map(str::len),
+        Some(4096)
+    );
 
     let envelopes = bugsink.raw_envelopes(&project).join("\n");
     assert!(!envelopes.is_empty());

@@ -82,6 +82,25 @@ pub struct Settings {
     /// Keys whose values are redacted in every pipeline, on top of the defaults
     /// ([`crate::DEFAULT_SECRET_KEYS`]).
     pub redact_keys: Vec<String>,
+    /// Size limits of spans and event fields.
+    pub limits: Limits,
+    /// Whether an incoming trace context is continued (`true`, internal services) or only
+    /// linked, with a new trace started here (`false`, public endpoints).
+    pub trust_incoming_context: bool,
+}
+
+/// Size limits (`OTEL_SPAN_*_COUNT_LIMIT`, `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Attributes per span; more are dropped.
+    pub attribute_count: u32,
+    /// Events per span; more are dropped.
+    pub event_count: u32,
+    /// Links per span; more are dropped.
+    pub link_count: u32,
+    /// Characters per attribute or field value; longer values are truncated.
+    pub value_length: usize,
 }
 
 /// What the local trace view (feature `console`) does.
@@ -116,6 +135,8 @@ pub struct SentrySettings {
     pub request_timeout: Duration,
     /// Extra secret keys (see [`Settings::redact_keys`]).
     pub redact_keys: Vec<String>,
+    /// Characters kept per field value (see [`Limits::value_length`]).
+    pub value_length: usize,
 }
 
 /// The OTLP wire protocol.
@@ -335,6 +356,7 @@ pub struct Config {
     sampler: Option<Sampler>,
     trace_view: Option<TraceViewMode>,
     redact_keys: Option<Vec<String>>,
+    trust_incoming_context: Option<bool>,
 }
 
 /// The outcome of [`Config::resolve`]: usable settings plus every problem found on the way.
@@ -461,6 +483,14 @@ impl Config {
     setter!(
         /// The local trace view (feature `console`). Wins over `INTEGRA_TRACE_VIEW`.
         trace_view: TraceViewMode => trace_view);
+
+    /// Whether incoming trace context is continued (default) or, for a public endpoint, only
+    /// linked while a new trace starts here, so an outside caller cannot choose trace ids or
+    /// force sampling. Wins over `INTEGRA_TRUST_INCOMING_CONTEXT`.
+    pub fn trust_incoming_context(mut self, trust: bool) -> Self {
+        self.trust_incoming_context = Some(trust);
+        self
+    }
 
     /// More keys whose values are secrets, redacted in spans, span events, Sentry events and
     /// breadcrumbs on top of [`crate::DEFAULT_SECRET_KEYS`]. Wins over `INTEGRA_REDACT_KEYS`.
@@ -626,6 +656,27 @@ impl Config {
                 .unwrap_or_default()
         });
 
+        let limit = |var: &'static str, errors: &mut Vec<InitError>, default: usize| {
+            self.count_var(var, errors).unwrap_or(default)
+        };
+        let limits = Limits {
+            attribute_count: limit("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", errors, 128)
+                .min(u32::MAX as usize) as u32,
+            event_count: limit("OTEL_SPAN_EVENT_COUNT_LIMIT", errors, 128).min(u32::MAX as usize)
+                as u32,
+            link_count: limit("OTEL_SPAN_LINK_COUNT_LIMIT", errors, 128).min(u32::MAX as usize)
+                as u32,
+            value_length: self
+                .count_var("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", errors)
+                .or_else(|| self.count_var("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", errors))
+                .unwrap_or(4096)
+                .max(16),
+        };
+        let trust_incoming_context = self.trust_incoming_context.unwrap_or_else(|| {
+            self.bool_var("INTEGRA_TRUST_INCOMING_CONTEXT", errors)
+                .unwrap_or(true)
+        });
+
         Settings {
             service: ServiceInfo {
                 name,
@@ -643,6 +694,8 @@ impl Config {
             shutdown_timeout,
             trace_view,
             redact_keys,
+            limits,
+            trust_incoming_context,
         }
     }
 
@@ -708,6 +761,7 @@ impl Config {
             queue_size,
             request_timeout,
             redact_keys: settings.redact_keys.clone(),
+            value_length: settings.limits.value_length,
         })
     }
 
@@ -1394,6 +1448,39 @@ mod tests {
             .is_empty());
         let r = resolve(&[("OTEL_PROPAGATORS", "b3")], |c| c);
         assert!(r.errors[0].to_string().contains("`b3` is not supported"));
+    }
+
+    #[test]
+    fn limits_and_trust() {
+        let r = resolve(&[], |c| c);
+        assert_eq!(
+            (
+                r.settings.limits.attribute_count,
+                r.settings.limits.value_length
+            ),
+            (128, 4096)
+        );
+        assert!(r.settings.trust_incoming_context);
+        let r = resolve(
+            &[
+                ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "5"),
+                ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100"),
+                ("INTEGRA_TRUST_INCOMING_CONTEXT", "false"),
+            ],
+            |c| c,
+        );
+        assert_eq!(
+            (
+                r.settings.limits.attribute_count,
+                r.settings.limits.value_length
+            ),
+            (5, 100)
+        );
+        assert!(!r.settings.trust_incoming_context);
+        let r = resolve(&[("OTEL_SPAN_EVENT_COUNT_LIMIT", "many")], |c| c);
+        assert!(r.errors[0]
+            .to_string()
+            .contains("OTEL_SPAN_EVENT_COUNT_LIMIT"));
     }
 
     #[test]

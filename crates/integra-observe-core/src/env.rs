@@ -33,6 +33,12 @@ vars! {
     "INTEGRA_CONSOLE", "`false` turns console logging off.", "`true`", "`false`";
     "INTEGRA_TRACE_VIEW", "With the `console` feature: `tree` prints each finished trace as a waterfall and a dependency map at shutdown; `forward` prints each finished span as a JSON line on stdout for a parent process; `off`.", "`tree`", "`off`";
     "INTEGRA_REDACT_KEYS", "Comma-separated keys whose values are redacted everywhere (span attributes and events, Sentry event fields, breadcrumbs), on top of the defaults: authorization, cookie, set-cookie, x-api-key, password, passwd, secret, token, api_key, apikey, auth, credentials, bearer, private_key.", "none", "`ssn,card_number`";
+    "INTEGRA_TRUST_INCOMING_CONTEXT", "`false` on public endpoints: an incoming trace context is not continued; a new trace starts and the caller's ids are kept as a span link (and `integra.incoming.trace`), so outside callers cannot choose trace ids or force sampling.", "`true`", "`false`";
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "Attributes kept per span.", "`128`", "`64`";
+    "OTEL_SPAN_EVENT_COUNT_LIMIT", "Events kept per span.", "`128`", "`64`";
+    "OTEL_SPAN_LINK_COUNT_LIMIT", "Links kept per span.", "`128`", "`16`";
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "Characters kept per attribute value (span attributes, span event attributes, Sentry event fields); longer values are truncated.", "`4096`", "`1024`";
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "The same as `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, which wins.", "`4096`", "`1024`";
     "INTEGRA_SHUTDOWN_TIMEOUT", "Milliseconds the guard may spend flushing all backends on shutdown.", "`2000`", "`5000`";
     "SENTRY_DSN", "Sentry DSN. Unset or empty: nothing is sent to Sentry.", "unset", "`https://public@o1.ingest.sentry.io/42`";
     "SENTRY_ENVIRONMENT", "Sentry environment (also `deployment.environment.name`).", "`deployment.environment.name`, else `production` in release builds and `development` in debug builds", "`staging`";

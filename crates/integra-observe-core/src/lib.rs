@@ -13,7 +13,7 @@ mod stats;
 
 pub use bridge::{ActiveSpan, ErrorInfo};
 pub use config::{
-    parse_key_values, percent_decode, BatchSettings, Config, Dsn, LogFormat, LogSettings,
+    parse_key_values, percent_decode, BatchSettings, Config, Dsn, Limits, LogFormat, LogSettings,
     OtlpProtocol, OtlpSettings, Resolved, Sampler, SamplerKind, SentrySettings, ServiceInfo,
     Settings, TraceViewMode,
 };

@@ -61,15 +61,34 @@ pub fn is_secret_key(key: &str, extra: &[String]) -> bool {
 /// The one redaction step both pipelines use (span attributes and events, Sentry event fields,
 /// breadcrumbs and HTTP data): by key ([`DEFAULT_SECRET_KEYS`], extensible) and by value
 /// (`Bearer`/`Basic` credentials, user info in URLs, secret query parameters).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Redactor {
     extra_keys: Vec<String>,
+    max_value_len: usize,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Redactor {
+            extra_keys: Vec::new(),
+            max_value_len: usize::MAX,
+        }
+    }
 }
 
 impl Redactor {
     /// A redactor with the default keys plus `extra_keys`.
     pub fn new(extra_keys: Vec<String>) -> Self {
-        Redactor { extra_keys }
+        Redactor {
+            extra_keys,
+            ..Self::default()
+        }
+    }
+
+    /// Also truncates every value to `max` characters (`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`).
+    pub fn with_max_value_len(mut self, max: usize) -> Self {
+        self.max_value_len = max;
+        self
     }
 
     /// Whether the value of `key` is a secret.
@@ -77,12 +96,27 @@ impl Redactor {
         is_secret_key(key, &self.extra_keys)
     }
 
-    /// The value to keep for `key`: `None` when it needs no change.
+    /// The value to keep for `key` (secrets masked, then truncated to the length limit): `None`
+    /// when it needs no change.
     pub fn redact(&self, key: &str, value: &str) -> Option<String> {
         if self.is_secret(key) {
             return (value != REDACTED).then(|| REDACTED.to_owned());
         }
-        redact_value(value)
+        match redact_value(value) {
+            Some(v) => Some(self.truncate(&v).unwrap_or(v)),
+            None => self.truncate(value),
+        }
+    }
+
+    /// `value` cut to the length limit (on a character boundary), or `None` when it fits.
+    pub fn truncate(&self, value: &str) -> Option<String> {
+        if value.len() <= self.max_value_len {
+            return None;
+        }
+        value
+            .char_indices()
+            .nth(self.max_value_len)
+            .map(|(i, _)| value[..i].to_owned())
     }
 }
 
@@ -231,6 +265,9 @@ mod tests {
             Some("https://h/x?token=REDACTED&id=1")
         );
         assert_eq!(r.redact("user.id", "42"), None);
+        let short = Redactor::default().with_max_value_len(4);
+        assert_eq!(short.redact("note", "héllo world").as_deref(), Some("héll"));
+        assert_eq!(short.redact("note", "ok"), None);
     }
 
     #[test]

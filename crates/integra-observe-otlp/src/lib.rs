@@ -66,6 +66,8 @@ pub struct Pipeline<'a> {
     /// Extra secret keys, redacted before any span leaves the pipeline (see
     /// [`integra_observe_core::Redactor`]).
     pub redact_keys: Vec<String>,
+    /// Span size limits; `None` keeps the SDK's.
+    pub limits: Option<integra_observe_core::Limits>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -76,12 +78,19 @@ impl<'a> Pipeline<'a> {
             sampler,
             sinks: Vec::new(),
             redact_keys: Vec::new(),
+            limits: None,
         }
     }
 
     /// Adds extra secret keys to redact.
     pub fn with_redact_keys(mut self, keys: Vec<String>) -> Self {
         self.redact_keys = keys;
+        self
+    }
+
+    /// Sets the span size limits.
+    pub fn with_limits(mut self, limits: integra_observe_core::Limits) -> Self {
+        self.limits = Some(limits);
         self
     }
 
@@ -107,6 +116,18 @@ pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend
     let mut builder = SdkTracerProvider::builder()
         .with_sampler(sampler(pipeline.sampler))
         .with_resource(resource(service));
+    let mut redactor = integra_observe_core::Redactor::new(pipeline.redact_keys.clone());
+    if let Some(limits) = pipeline.limits {
+        let span_limits = opentelemetry_sdk::trace::SpanLimits {
+            max_attributes_per_span: limits.attribute_count,
+            max_events_per_span: limits.event_count,
+            max_links_per_span: limits.link_count,
+            max_attributes_per_event: limits.attribute_count,
+            ..Default::default()
+        };
+        builder = builder.with_span_limits(span_limits);
+        redactor = redactor.with_max_value_len(limits.value_length);
+    }
     let mut runtime = None;
     if let Some(settings) = pipeline.exporter {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -130,7 +151,7 @@ pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend
         // exports, and runs the exporter in this runtime's context (see `batch`).
         let exporter = RedactingExporter {
             inner: exporter,
-            redactor: integra_observe_core::Redactor::new(pipeline.redact_keys.clone()),
+            redactor: redactor.clone(),
         };
         let processor = batch::BatchProcessor::new(
             exporter,
@@ -142,7 +163,6 @@ pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend
         builder = builder.with_span_processor(processor);
         runtime = Some(rt);
     }
-    let redactor = integra_observe_core::Redactor::new(pipeline.redact_keys.clone());
     for sink in pipeline.sinks {
         builder = builder.with_span_processor(SinkProcessor {
             sink,
@@ -391,6 +411,19 @@ pub fn set_remote_parent(
     let _ = span.set_parent(cx);
 }
 
+/// Links `span` (not yet entered) to a remote span without making it the parent: the trace
+/// starts here, and the caller's span can still be found.
+pub fn add_remote_link(span: &tracing::Span, trace_id: TraceId, span_id: SpanId, flags: u8) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.add_link(opentelemetry::trace::SpanContext::new(
+        opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
+        opentelemetry::trace::SpanId::from_bytes(span_id.to_bytes()),
+        opentelemetry::trace::TraceFlags::new(flags),
+        true,
+        Default::default(),
+    ));
+}
+
 /// Sets an attribute on the OpenTelemetry span of `span` (for names known only at run time).
 pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -406,7 +439,7 @@ fn redact_span(span: &mut SpanData, r: &integra_observe_core::Redactor) {
                 _ if r.is_secret(kv.key.as_str()) => {
                     Some(integra_observe_core::REDACTED.to_owned())
                 }
-                opentelemetry::Value::String(v) => integra_observe_core::redact_value(v.as_str()),
+                opentelemetry::Value::String(v) => r.redact(kv.key.as_str(), v.as_str()),
                 _ => None,
             };
             if let Some(new) = replacement {

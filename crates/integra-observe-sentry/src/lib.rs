@@ -88,7 +88,8 @@ pub fn init(
     Ok(SentryBackend {
         client,
         counters,
-        redactor: integra_observe_core::Redactor::new(settings.redact_keys.clone()),
+        redactor: integra_observe_core::Redactor::new(settings.redact_keys.clone())
+            .with_max_value_len(settings.value_length),
     })
 }
 
@@ -144,7 +145,8 @@ pub fn client_options(
     active_span: Option<Arc<dyn ActiveSpan>>,
 ) -> ClientOptions {
     let service_name = service.name.clone();
-    let redactor = integra_observe_core::Redactor::new(settings.redact_keys.clone());
+    let redactor = integra_observe_core::Redactor::new(settings.redact_keys.clone())
+        .with_max_value_len(settings.value_length);
     let mut options = ClientOptions::new()
         .environment(service.environment.clone())
         .maybe_release(service.release.clone())

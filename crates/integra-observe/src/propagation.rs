@@ -21,17 +21,24 @@ pub(crate) struct Outgoing {
     /// The dynamic sampling context this service starts for new traces (Sentry on); its trace id
     /// and sampled flag are filled per request.
     pub dsc: Option<DynamicSamplingContext>,
+    /// Whether incoming context is continued (`INTEGRA_TRUST_INCOMING_CONTEXT`).
+    pub trust_incoming: bool,
 }
 
 impl Outgoing {
     /// The propagators named in `OTEL_PROPAGATORS`, and a sampling context when Sentry runs.
-    pub(crate) fn new(propagators: &[String], dsc: Option<DynamicSamplingContext>) -> Self {
+    pub(crate) fn new(
+        propagators: &[String],
+        dsc: Option<DynamicSamplingContext>,
+        trust_incoming: bool,
+    ) -> Self {
         Outgoing {
             propagators: propagators
                 .iter()
                 .filter_map(|p| Propagator::parse(p))
                 .collect(),
             dsc,
+            trust_incoming,
         }
     }
 }
@@ -46,6 +53,7 @@ fn outgoing_config() -> Outgoing {
     OUTGOING.get().cloned().unwrap_or_else(|| Outgoing {
         propagators: Propagator::DEFAULT.to_vec(),
         dsc: None,
+        trust_incoming: true,
     })
 }
 
@@ -159,7 +167,15 @@ impl<'a> ServerRequest<'a> {
 pub fn server_span(req: &ServerRequest<'_>) -> tracing::Span {
     let name = format!("{} {}", req.method, req.route.unwrap_or(""));
     let name = name.trim_end();
-    let remote = req.extracted.remote;
+    let trusted = outgoing_config().trust_incoming;
+    // An untrusted caller's context is only linked: the trace starts here.
+    let untrusted = req.extracted.remote.filter(|_| !trusted);
+    let remote = req.extracted.remote.filter(|_| trusted);
+    let source = if remote.is_some() {
+        req.extracted.source.as_str()
+    } else {
+        "new"
+    };
     // Sentry's span layer continues a trace given as `sentry-trace`, whatever header carried it.
     let sentry_trace = remote.map(|r| {
         let sampled = match r.sampled {
@@ -188,7 +204,8 @@ pub fn server_span(req: &ServerRequest<'_>) -> tracing::Span {
         user_agent.original = req.user_agent,
         http.response.status_code = Empty,
         error.type = Empty,
-        integra.trace_id.source = req.extracted.source.as_str(),
+        integra.trace_id.source = source,
+        integra.incoming.trace = untrusted.map(|r| format!("{}-{}", r.trace_id, r.span_id)),
     );
     #[cfg(feature = "otlp")]
     if let Some(r) = remote {
@@ -205,7 +222,13 @@ pub fn server_span(req: &ServerRequest<'_>) -> tracing::Span {
             tracestate.as_deref(),
         );
     }
-    store_incoming(&span, req.extracted);
+    #[cfg(feature = "otlp")]
+    if let Some(r) = untrusted {
+        integra_observe_otlp::add_remote_link(&span, r.trace_id, r.span_id, r.flags);
+    }
+    if remote.is_some() {
+        store_incoming(&span, req.extracted);
+    }
     span
 }
 

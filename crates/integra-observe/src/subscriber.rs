@@ -77,7 +77,11 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
         dsc.release = settings.service.release.clone();
         dsc
     });
-    crate::propagation::configure(crate::propagation::Outgoing::new(&propagators, dsc));
+    crate::propagation::configure(crate::propagation::Outgoing::new(
+        &propagators,
+        dsc,
+        settings.trust_incoming_context,
+    ));
     let filter = EnvFilter::try_new(&settings.log.filter).map_err(|e| {
         InitError::invalid(
             Source::Env("RUST_LOG"),
@@ -145,7 +149,8 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
     #[cfg(feature = "otlp")]
     if pipeline_wanted {
         let mut pipeline = integra_observe_otlp::Pipeline::new(otlp.as_ref(), resolved_sampler)
-            .with_redact_keys(settings.redact_keys.clone());
+            .with_redact_keys(settings.redact_keys.clone())
+            .with_limits(settings.limits);
         #[cfg(feature = "sentry")]
         if let (Some(backend), Some(s)) = (&sentry_backend, &sentry) {
             if sentry_performance {
