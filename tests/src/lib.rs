@@ -397,3 +397,61 @@ pub fn spotlight_items(item_type: &str) -> Vec<Value> {
         .map(|item| item["body"].clone())
         .collect()
 }
+
+/// An in-process HTTP server for faults a real one cannot be made to show (a given status with
+/// given headers): answers request `i` (from 0) with `respond(i)`, and counts requests.
+pub fn fault_server(
+    respond: impl Fn(usize) -> (u16, Vec<(String, String)>) + Send + 'static,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream);
+            loop {
+                // One request: headers, then the body by content-length.
+                let mut length = 0usize;
+                let mut line = String::new();
+                let mut got_any = false;
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    got_any = true;
+                    let l = line.trim_end();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                if !got_any {
+                    break;
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_err() {
+                    break;
+                }
+                let i = seen.fetch_add(1, Ordering::SeqCst);
+                let (status, headers) = respond(i);
+                let mut resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n");
+                for (k, v) in headers {
+                    resp.push_str(&format!("{k}: {v}\r\n"));
+                }
+                resp.push_str("\r\n");
+                if reader.get_mut().write_all(resp.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (port, count)
+}

@@ -261,8 +261,34 @@ fn secrets() {
     report(&guard, json!({}));
 }
 
+/// `BURST` errors (default 5), each in its own span, then a shutdown; reports every backend's
+/// counters after it, to check what a faulty server made the SDK do.
+fn burst() {
+    let guard = integra_observe::init(Config::from_env().service_name("scenario-burst"));
+    let n: u32 = std::env::var("BURST").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    for i in 0..n {
+        let _span = info_span!("job", i).entered();
+        error!(i, "job failed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let started = std::time::Instant::now();
+    guard.shutdown();
+    let stats: serde_json::Map<String, serde_json::Value> = guard
+        .stats()
+        .backends
+        .iter()
+        .map(|(name, s)| {
+            let v = json!({"sent": s.sent, "queue_full": s.dropped_queue_full, "rate_limited": s.dropped_rate_limited,
+                "rejected": s.dropped_rejected, "send_failed": s.dropped_send_failed, "retried": s.retried});
+            (name.to_string(), v)
+        })
+        .collect();
+    report(&guard, json!({"shutdown_ms": started.elapsed().as_millis() as u64, "stats": stats}));
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
+        Some("burst") => burst(),
         Some("secrets") => secrets(),
         Some("hung-shutdown") => hung_shutdown(),
         Some("chain-service") => chain_service(),

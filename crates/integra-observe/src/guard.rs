@@ -27,6 +27,8 @@ pub(crate) trait Backend: Send + Sync {
 #[must_use = "dropping the guard shuts integra-observe down at once: bind it with `let _guard = ...` for the life of main"]
 pub struct Guard {
     backends: Mutex<Vec<Box<dyn Backend>>>,
+    /// Counters of the backends that were shut down, as they were at the end.
+    finished: Mutex<Vec<(&'static str, Stats)>>,
     timeout: Duration,
 }
 
@@ -61,6 +63,7 @@ impl Guard {
     pub(crate) fn new(backends: Vec<Box<dyn Backend>>, timeout: Duration) -> Self {
         Guard {
             backends: Mutex::new(backends),
+            finished: Mutex::default(),
             timeout,
         }
     }
@@ -82,15 +85,21 @@ impl Guard {
         }
     }
 
-    /// Counters of every running backend.
+    /// Counters of every backend: live while it runs, final once it was shut down.
     pub fn stats(&self) -> BackendStats {
-        BackendStats {
-            backends: self
-                .backends()
+        let mut backends: Vec<(&'static str, Stats)> = self
+            .backends()
+            .iter()
+            .map(|b| (b.name(), b.stats()))
+            .collect();
+        backends.extend(
+            self.finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .map(|b| (b.name(), b.stats()))
-                .collect(),
-        }
+                .copied(),
+        );
+        BackendStats { backends }
     }
 
     /// Sends what is queued, waiting at most `timeout` in all. `false` if time ran out.
@@ -112,6 +121,9 @@ impl Guard {
         let deadline = Instant::now() + self.timeout;
         let (tx, rx) = mpsc::channel();
         let count = backends.len();
+        // What each backend had counted when shutdown began, kept for one that does not finish.
+        let mut pending: Vec<(&'static str, Stats)> =
+            backends.iter().map(|b| (b.name(), b.stats())).collect();
         for backend in backends {
             let tx = tx.clone();
             let timeout = self.timeout;
@@ -131,11 +143,20 @@ impl Guard {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok((name, ok, stats)) => {
                     all_ok &= ok;
+                    pending.retain(|(n, _)| *n != name);
+                    self.finished
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((name, stats));
                     tracing::info!(target: "integra_observe", backend = name, flushed = ok, "shut down: {stats}");
                 }
                 Err(_) => {
                     tracing::warn!(target: "integra_observe", timeout_ms = self.timeout.as_millis() as u64,
                         "a backend did not shut down within the shutdown timeout; its queue is abandoned");
+                    self.finished
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(pending);
                     return false;
                 }
             }
