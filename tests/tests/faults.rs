@@ -108,20 +108,64 @@ fn otlp_spans_survive_a_receiver_that_fails_then_recovers() {
 }
 
 #[test]
-fn otlp_spans_refused_for_good_are_counted_exactly() {
-    let (port, _) = fault_server(|_| (400, vec![]));
+fn otlp_spans_refused_for_good_are_counted_exactly_and_not_retried() {
+    for status in [400, 500] {
+        let (port, count) = fault_server(move |_| (status, vec![]));
+        let r = burst(&[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                &format!("http://127.0.0.1:{port}"),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ]);
+        let s = &r["stats"]["otlp"];
+        assert_eq!(
+            (
+                s["sent"].as_u64(),
+                s["rejected"].as_u64(),
+                s["retried"].as_u64()
+            ),
+            (Some(0), Some(5), Some(0)),
+            "{status}: {r}"
+        );
+        let requests = count.load(Ordering::SeqCst);
+        assert!(
+            (1..=5).contains(&requests),
+            "{status}: one request per batch, none repeated: {requests}"
+        );
+    }
+}
+
+#[test]
+fn otlp_retry_after_is_honoured() {
+    // 429 with Retry-After: 1 s, then accepted.
+    let (port, count) = fault_server(|i| {
+        if i == 0 {
+            (429, vec![("Retry-After".into(), "1".into())])
+        } else {
+            (
+                200,
+                vec![("content-type".into(), "application/x-protobuf".into())],
+            )
+        }
+    });
+    let started = std::time::Instant::now();
     let r = burst(&[
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             &format!("http://127.0.0.1:{port}"),
         ),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-        ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
     ]);
     let s = &r["stats"]["otlp"];
+    assert_eq!(s["sent"].as_u64(), Some(5), "{r}");
     assert_eq!(
-        (s["sent"].as_u64(), s["send_failed"].as_u64()),
-        (Some(0), Some(5)),
-        "{r}"
+        count.load(Ordering::SeqCst),
+        2,
+        "one refused request, one accepted"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "the retry waited for Retry-After"
     );
 }

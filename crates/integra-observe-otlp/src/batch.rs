@@ -473,9 +473,18 @@ impl<E: SpanExporter> Worker<E> {
                 break;
             };
             let timeout = self.options.attempt_timeout.min(limit - now);
-            if self.attempt(payload, timeout, budget_end) {
-                self.shared.counters.sent(n);
-                return true;
+            match self.attempt(payload, timeout, budget_end) {
+                Outcome::Accepted => {
+                    self.shared.counters.sent(n);
+                    return true;
+                }
+                Outcome::Refused => {
+                    // The receiver said no for good (a 4xx other than 408/429, or 500/501):
+                    // another attempt would be refused the same way.
+                    self.shared.counters.dropped(DropReason::Rejected, n);
+                    return false;
+                }
+                Outcome::Failed => {}
             }
             if last {
                 break;
@@ -500,9 +509,9 @@ impl<E: SpanExporter> Worker<E> {
         }
     }
 
-    /// One export request, given at most `timeout` (less if shutdown starts meanwhile). `true`
-    /// if the exporter accepted the batch; an error, a timeout or a panic are all a failure.
-    fn attempt(&self, batch: Vec<SpanData>, timeout: Duration, budget_end: Instant) -> bool {
+    /// One export request, given at most `timeout` (less if shutdown starts meanwhile). A
+    /// timeout or a panic is a failure worth retrying; an error is classified by [`classify`].
+    fn attempt(&self, batch: Vec<SpanData>, timeout: Duration, budget_end: Instant) -> Outcome {
         let attempt_end = deadline_after(timeout);
         let _runtime = self.runtime.as_ref().map(tokio::runtime::Handle::enter);
         let exporter = &self.exporter;
@@ -511,7 +520,11 @@ impl<E: SpanExporter> Worker<E> {
                 self.limit(budget_end).min(attempt_end)
             })
         }));
-        matches!(outcome, Ok(Some(Ok(()))))
+        match outcome {
+            Ok(Some(Ok(()))) => Outcome::Accepted,
+            Ok(Some(Err(e))) => classify(&e.to_string()),
+            _ => Outcome::Failed,
+        }
     }
 
     /// The backoff before retry number `attempt`: `initial_backoff · 2^(attempt-1)`, capped, and
@@ -630,6 +643,79 @@ impl Jitter {
         x ^= x << 17;
         self.0 = x;
         (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What one export request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Accepted,
+    /// Worth retrying: network trouble, a timeout, 408, 429, 502, 503, 504 (opentelemetry-otlp has
+    /// already honoured `Retry-After` and retried these inside the request).
+    Failed,
+    /// Refused for good.
+    Refused,
+}
+
+/// Classifies an exporter error by the HTTP status it reports (`… status code: 400`), or the
+/// gRPC code (`InvalidArgument`, `Unimplemented`, …). Anything unrecognised is retried.
+fn classify(error: &str) -> Outcome {
+    let status = error
+        .rsplit_once("status code: ")
+        .and_then(|(_, rest)| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    match status {
+        Some(408 | 429) => Outcome::Failed,
+        Some(400..=499 | 500 | 501) => Outcome::Refused,
+        Some(_) => Outcome::Failed,
+        None => {
+            let permanent = [
+                "InvalidArgument",
+                "Unimplemented",
+                "PermissionDenied",
+                "Unauthenticated",
+                "NotFound",
+            ];
+            if permanent.iter().any(|p| error.contains(p)) {
+                Outcome::Refused
+            } else {
+                Outcome::Failed
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::{classify, Outcome};
+
+    #[test]
+    fn statuses_and_grpc_codes() {
+        assert_eq!(
+            classify("HTTP export failed with status code: 400"),
+            Outcome::Refused
+        );
+        assert_eq!(
+            classify("HTTP export failed with status code: 500"),
+            Outcome::Refused
+        );
+        assert_eq!(
+            classify("HTTP export failed with status code: 503"),
+            Outcome::Failed
+        );
+        assert_eq!(
+            classify("HTTP export failed with status code: 429"),
+            Outcome::Failed
+        );
+        assert_eq!(
+            classify("HTTP export failed: network error"),
+            Outcome::Failed
+        );
+        assert_eq!(
+            classify("status: InvalidArgument, message: bad"),
+            Outcome::Refused
+        );
+        assert_eq!(classify("status: Unavailable"), Outcome::Failed);
     }
 }
 
