@@ -666,7 +666,7 @@ fn classify(error: &str) -> Outcome {
         .and_then(|code| code.parse::<u16>().ok());
     match status {
         Some(408 | 429) => Outcome::Failed,
-        Some(400..=499 | 500 | 501) => Outcome::Refused,
+        Some(400..=501) => Outcome::Refused,
         Some(_) => Outcome::Failed,
         None => {
             let permanent = [
