@@ -20,6 +20,17 @@ fn burst(env: &[(&str, &str)]) -> Value {
     report(&out)
 }
 
+/// A burst whose spans go over OTLP/HTTP to the fault server on `port`.
+fn otlp_burst(port: u16, schedule_delay_ms: &str) -> Value {
+    burst(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", schedule_delay_ms),
+    ])
+}
+
 fn sentry_with(status: u16, headers: &[(&str, &str)]) -> (Value, usize) {
     let headers: Vec<(String, String)> = headers
         .iter()
@@ -84,13 +95,7 @@ fn otlp_spans_survive_a_receiver_that_fails_then_recovers() {
             vec![("content-type".into(), "application/x-protobuf".into())],
         )
     });
-    let r = burst(&[
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{port}"),
-        ),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-    ]);
+    let r = otlp_burst(port, "50");
     let s = &r["stats"]["otlp"];
     assert_eq!(
         (
@@ -111,13 +116,7 @@ fn otlp_spans_survive_a_receiver_that_fails_then_recovers() {
 fn otlp_spans_refused_for_good_are_counted_exactly_and_not_retried() {
     for status in [400, 500] {
         let (port, count) = fault_server(move |_| (status, vec![]));
-        let r = burst(&[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                &format!("http://127.0.0.1:{port}"),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-        ]);
+        let r = otlp_burst(port, "50");
         let s = &r["stats"]["otlp"];
         assert_eq!(
             (
@@ -150,13 +149,7 @@ fn otlp_retry_after_is_honoured() {
         }
     });
     let started = std::time::Instant::now();
-    let r = burst(&[
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{port}"),
-        ),
-        ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
-    ]);
+    let r = otlp_burst(port, "5000");
     let s = &r["stats"]["otlp"];
     assert_eq!(s["sent"].as_u64(), Some(5), "{r}");
     assert_eq!(
