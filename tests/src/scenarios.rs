@@ -257,6 +257,11 @@ fn secrets() {
         remember_event_id();
         let ids = integra_observe::current_span_context();
         *SPAN.lock().unwrap_or_else(|p| p.into_inner()) = ids.map(|c| (c.trace_id.to_string(), c.span_id.to_string()));
+        // More events than a span may keep (OTEL_SPAN_EVENT_COUNT_LIMIT, 128 by default).
+        let _chatty = info_span!("chatty").entered();
+        for i in 0..200 {
+            info!(i, "progress");
+        }
     }
     report(&guard, json!({}));
 }

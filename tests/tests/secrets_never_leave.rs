@@ -48,7 +48,16 @@ fn no_secret_of_the_corpus_reaches_either_server() {
     // The data did arrive (so an empty grep means redacted, not lost).
     let event = bugsink.event(&project, r["event_id"].as_str().unwrap());
     assert!(event.to_string().contains("[redacted]"), "{event:#}");
-    let spans = Otelite::from_env().spans(r["trace_id"].as_str().unwrap(), 1);
+    let spans = Otelite::from_env().spans(r["trace_id"].as_str().unwrap(), 2);
+    let chatty = spans
+        .iter()
+        .find(|s| s["name"] == "chatty")
+        .expect("chatty span");
+    assert_eq!(
+        chatty["events"].as_array().map(Vec::len),
+        Some(128),
+        "events beyond the count limit are dropped"
+    );
     let login = spans
         .iter()
         .find(|s| s["name"] == "login")
