@@ -143,6 +143,26 @@ struct State {
     resource: Option<Resource>,
 }
 
+/// Waits once for the worker to report progress (`done`), at most until `deadline`; `None` once
+/// the deadline has passed.
+fn wait_done<'a>(
+    shared: &Shared,
+    state: MutexGuard<'a, State>,
+    deadline: Instant,
+) -> Option<MutexGuard<'a, State>> {
+    let now = Instant::now();
+    if now >= deadline {
+        return None;
+    }
+    Some(
+        shared
+            .done
+            .wait_timeout(state, deadline - now)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0,
+    )
+}
+
 fn lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic while the lock was held leaves the state consistent (every update is one
     // statement), so a poisoned lock is used as it is.
@@ -224,16 +244,8 @@ impl BatchProcessor {
             if state.stopped {
                 return Err(OTelSdkError::AlreadyShutdown);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(OTelSdkError::Timeout(timeout));
-            }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state =
+                wait_done(&self.shared, state, deadline).ok_or(OTelSdkError::Timeout(timeout))?;
         }
     }
 
@@ -301,16 +313,8 @@ impl SpanProcessor for BatchProcessor {
         }
         let mut state = lock(&self.shared.state);
         while !state.stopped {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(OTelSdkError::Timeout(timeout));
-            }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state =
+                wait_done(&self.shared, state, deadline).ok_or(OTelSdkError::Timeout(timeout))?;
         }
         drop(state);
         // The worker has set `stopped` and is returning: joining does not wait for anything.
