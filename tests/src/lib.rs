@@ -361,27 +361,6 @@ impl Bugsink {
         );
         serde_json::from_slice(&out.stdout).expect("envelopes JSON")
     }
-
-    /// The transactions among [`Bugsink::raw_envelopes`], parsed.
-    pub fn transactions(&self, project: &Project) -> Vec<Value> {
-        self.raw_envelopes(project)
-            .iter()
-            .flat_map(|env| {
-                let lines: Vec<&str> = env.lines().collect();
-                let mut found = Vec::new();
-                for pair in lines.windows(2) {
-                    if serde_json::from_str::<Value>(pair[0])
-                        .is_ok_and(|h| h["type"] == "transaction")
-                    {
-                        if let Ok(v) = serde_json::from_str::<Value>(pair[1]) {
-                            found.push(v);
-                        }
-                    }
-                }
-                found
-            })
-            .collect()
-    }
 }
 
 /// Every item of `item_type` (`"transaction"`, `"event"`) that Spotlight received, in arrival

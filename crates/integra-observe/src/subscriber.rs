@@ -107,18 +107,11 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
             Ok(())
         };
 
-    // Sentry performance with OpenTelemetry compiled in: OpenTelemetry owns the spans even when
-    // nothing is exported over OTLP, so Sentry transactions carry its ids.
-    #[cfg(all(feature = "otlp", feature = "sentry"))]
-    let sentry_performance = sentry.as_ref().is_some_and(|s| s.traces_sample_rate > 0.0);
-    #[cfg(not(all(feature = "otlp", feature = "sentry")))]
-    let sentry_performance = false;
     // With OpenTelemetry compiled in (`otlp`), it owns span identity even when nothing is
     // exported: spans get W3C ids, incoming context is continued and outgoing headers injected (a
     // service in the middle of a path must not break the trace), and Sentry events and
     // transactions carry those ids. Without it (phase 1 and 2 services) Sentry owns the ids.
     let pipeline_wanted = cfg!(feature = "otlp") && !settings.sdk_disabled;
-    let _ = sentry_performance;
 
     #[cfg(feature = "sentry")]
     let sentry_backend = match &sentry {
@@ -143,7 +136,7 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
         None => None,
     };
     #[cfg(not(feature = "sentry"))]
-    let _ = (&sentry, sentry_performance);
+    let _ = &sentry;
 
     let mut pipeline_ok = false;
     #[cfg(feature = "otlp")]
@@ -151,9 +144,10 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
         let mut pipeline = integra_observe_otlp::Pipeline::new(otlp.as_ref(), resolved_sampler)
             .with_redact_keys(settings.redact_keys.clone())
             .with_limits(settings.limits);
+        // Sentry performance: transactions built from the OpenTelemetry spans, with their ids.
         #[cfg(feature = "sentry")]
         if let (Some(backend), Some(s)) = (&sentry_backend, &sentry) {
-            if sentry_performance {
+            if s.traces_sample_rate > 0.0 {
                 pipeline = pipeline.with_sink(backend.transaction_sink(s.traces_sample_rate));
             }
         }
