@@ -2,25 +2,26 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod batch;
+mod recorder;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integra_observe_core::{
-    ActiveSpan, Counters, ErrorInfo, FinishedSpan, InitError, OtlpProtocol, OtlpSettings,
-    SamplerKind, ServiceInfo, SpanContext, SpanEvent, SpanId, SpanKind, SpanSink, Stats, TraceId,
+    ActiveSpan, Counters, FinishedSpan, InitError, OtlpProtocol, OtlpSettings, ServiceInfo,
+    SpanEvent, SpanId, SpanKind, SpanSink, Stats, TraceId,
 };
-use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::Status;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 /// The versions this crate is built on, written down because they must move together.
-pub const STACK: &str = "opentelemetry 0.33, opentelemetry_sdk 0.33, opentelemetry-otlp 0.33, tracing-opentelemetry 0.34";
+pub const STACK: &str = "opentelemetry 0.33, opentelemetry_sdk 0.33, opentelemetry-otlp 0.33";
 
 /// Targets of the export stack itself: their spans and events are never exported, or an
 /// export would trace itself.
@@ -36,10 +37,10 @@ pub const EXPORT_STACK_TARGETS: &[&str] = &[
     "opentelemetry",
 ];
 
-/// A running OTLP pipeline: the tracer provider, its batch processor, and the runtime the gRPC
-/// exporter needs.
+/// A running OTLP pipeline: the span recorder's processors (the export queue, the sinks), and the
+/// runtime the gRPC exporter needs.
 pub struct OtlpBackend {
-    provider: SdkTracerProvider,
+    shared: Arc<recorder::Shared>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     counters: Arc<Counters>,
 }
@@ -113,19 +114,9 @@ pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend
         message,
     };
     let counters = Arc::new(Counters::default());
-    let mut builder = SdkTracerProvider::builder()
-        .with_sampler(sampler(pipeline.sampler))
-        .with_resource(resource(service));
+    let mut processors: Vec<Box<dyn SpanProcessor>> = Vec::new();
     let mut redactor = integra_observe_core::Redactor::new(pipeline.redact_keys.clone());
     if let Some(limits) = pipeline.limits {
-        let span_limits = opentelemetry_sdk::trace::SpanLimits {
-            max_attributes_per_span: limits.attribute_count,
-            max_events_per_span: limits.event_count,
-            max_links_per_span: limits.link_count,
-            max_attributes_per_event: limits.attribute_count,
-            ..Default::default()
-        };
-        builder = builder.with_span_limits(span_limits);
         redactor = redactor.with_max_value_len(limits.value_length);
     }
     let mut runtime = None;
@@ -153,25 +144,32 @@ pub fn init(pipeline: Pipeline<'_>, service: &ServiceInfo) -> Result<OtlpBackend
             inner: exporter,
             redactor: redactor.clone(),
         };
-        let processor = batch::BatchProcessor::new(
+        let mut processor = batch::BatchProcessor::new(
             exporter,
             batch::Options::from_settings(settings),
             Some(handle),
             counters.clone(),
         )
         .map_err(|e| backend_err(format!("could not start its export thread: {e}")))?;
-        builder = builder.with_span_processor(processor);
+        processor.set_resource(&resource(service));
+        processors.push(Box::new(processor));
         runtime = Some(rt);
     }
     for sink in pipeline.sinks {
-        builder = builder.with_span_processor(SinkProcessor {
+        processors.push(Box::new(SinkProcessor {
             sink,
             service: service.name.clone(),
             redactor: redactor.clone(),
-        });
+        }));
     }
+    let shared = recorder::Shared {
+        processors,
+        sampler: pipeline.sampler,
+        limits: pipeline.limits,
+        scope: opentelemetry::InstrumentationScope::builder("integra-observe").build(),
+    };
     Ok(OtlpBackend {
-        provider: builder.build(),
+        shared: Arc::new(shared),
         runtime: Mutex::new(runtime),
         counters,
     })
@@ -243,19 +241,6 @@ fn export_timeout(settings: &OtlpSettings) -> Duration {
     settings.timeout.min(settings.batch.export_timeout)
 }
 
-fn sampler(config: integra_observe_core::Sampler) -> Sampler {
-    let root = match config.root {
-        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
-        SamplerKind::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
-        _ => Sampler::AlwaysOn,
-    };
-    if config.parent_based {
-        Sampler::ParentBased(Box::new(root))
-    } else {
-        root
-    }
-}
-
 /// service.*, deployment.environment.name, telemetry.sdk.*, host and process attributes, plus
 /// every `OTEL_RESOURCE_ATTRIBUTES` entry.
 fn resource(service: &ServiceInfo) -> Resource {
@@ -300,46 +285,50 @@ fn host_name() -> Option<String> {
 }
 
 impl OtlpBackend {
-    /// The `tracing` layer that turns spans into OpenTelemetry spans of this pipeline. It makes a
-    /// span's OpenTelemetry context current while the span is entered (and on every poll of an
-    /// instrumented future), which is what [`active_span`] reads.
+    /// The `tracing` layer that records spans of this pipeline. It keeps the ids of the entered
+    /// span for this thread (on every poll of an instrumented future too), which is what
+    /// [`active_span`] reads.
+    ///
+    /// Spans and events of the export stack's own crates ([`EXPORT_STACK_TARGETS`]) are not
+    /// recorded; the filter is decided once per callsite.
     pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
-        let tracer = self.provider.tracer("integra-observe");
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_context_activation(true)
-            .with_error_events_to_status(true)
-            .with_error_fields_to_exceptions(true)
-            .with_tracked_inactivity(false)
-            .with_threads(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                !EXPORT_STACK_TARGETS.iter().any(|t| {
-                    m.target() == *t
-                        || m.target()
-                            .strip_prefix(t)
-                            .is_some_and(|r| r.starts_with("::") || r.starts_with('_'))
-                })
-            }))
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_default(tracing::Level::TRACE)
+            .with_targets(
+                EXPORT_STACK_TARGETS
+                    .iter()
+                    .map(|t| (*t, tracing_subscriber::filter::LevelFilter::OFF)),
+            );
+        recorder::RecorderLayer {
+            shared: self.shared.clone(),
+        }
+        .with_filter(filter)
     }
 
     /// Exports what is queued, waiting at most `timeout`. `false` if time ran out or it failed.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let provider = self.provider.clone();
-        run_bounded(timeout, move || provider.force_flush().is_ok())
+        let shared = self.shared.clone();
+        run_bounded(timeout, move || {
+            shared.processors.iter().all(|p| p.force_flush().is_ok())
+        })
     }
 
     /// Exports what is queued and stops, within `timeout`. Safe to call twice.
     pub fn shutdown(&self, timeout: Duration) -> bool {
-        let provider = self.provider.clone();
+        let shared = self.shared.clone();
         // The batch worker gives an unfinished export up at its own deadline. A little before
         // ours, so that it has dropped the export before the runtime stops under it (a tokio
         // timer polled after that panics).
         let worker_timeout = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
         let ok = run_bounded(timeout, move || {
-            provider.shutdown_with_timeout(worker_timeout).is_ok()
+            let mut ok = true;
+            for p in &shared.processors {
+                ok &= p.shutdown_with_timeout(worker_timeout).is_ok();
+            }
+            ok
         });
         self.stop_runtime();
         ok
@@ -381,14 +370,15 @@ fn run_bounded(timeout: Duration, f: impl FnOnce() -> bool + Send + 'static) -> 
 }
 
 /// The bridge the Sentry backend uses to take the span ids of the OpenTelemetry pipeline (any
-/// pipeline of this crate: it reads the current OpenTelemetry context).
+/// pipeline of this crate: it reads the span entered on the calling thread).
 pub fn active_span() -> Arc<dyn ActiveSpan> {
-    Arc::new(OtelActiveSpan)
+    Arc::new(recorder::RecorderActiveSpan)
 }
 
-/// Makes `span` (not yet entered) continue a trace from another service: its OpenTelemetry
-/// parent becomes the remote span `parent_span_id` of `trace_id`, with the caller's flags byte
-/// (sampled bit and all) and tracestate, so a parent-based sampler follows the caller.
+/// Makes `span` (not yet entered) continue a trace from another service: its parent becomes the
+/// remote span `parent_span_id` of `trace_id`, with the caller's flags byte (sampled bit and all)
+/// and tracestate, so a parent-based sampler follows the caller. Ignored once the span has been
+/// entered or has children, since its ids are then fixed.
 pub fn set_remote_parent(
     span: &tracing::Span,
     trace_id: TraceId,
@@ -396,38 +386,39 @@ pub fn set_remote_parent(
     flags: u8,
     tracestate: Option<&str>,
 ) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
     let state = tracestate
         .and_then(|ts| ts.parse::<opentelemetry::trace::TraceState>().ok())
         .unwrap_or_default();
-    let remote = opentelemetry::trace::SpanContext::new(
-        opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
-        opentelemetry::trace::SpanId::from_bytes(parent_span_id.to_bytes()),
-        opentelemetry::trace::TraceFlags::new(flags),
-        true,
-        state,
+    recorder::set_remote_parent(
+        span,
+        opentelemetry::trace::SpanContext::new(
+            opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
+            opentelemetry::trace::SpanId::from_bytes(parent_span_id.to_bytes()),
+            opentelemetry::trace::TraceFlags::new(flags),
+            true,
+            state,
+        ),
     );
-    let cx = opentelemetry::Context::new().with_remote_span_context(remote);
-    let _ = span.set_parent(cx);
 }
 
-/// Links `span` (not yet entered) to a remote span without making it the parent: the trace
-/// starts here, and the caller's span can still be found.
+/// Links `span` to a remote span without making it the parent: the trace starts here, and the
+/// caller's span can still be found.
 pub fn add_remote_link(span: &tracing::Span, trace_id: TraceId, span_id: SpanId, flags: u8) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    span.add_link(opentelemetry::trace::SpanContext::new(
-        opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
-        opentelemetry::trace::SpanId::from_bytes(span_id.to_bytes()),
-        opentelemetry::trace::TraceFlags::new(flags),
-        true,
-        Default::default(),
-    ));
+    recorder::add_link(
+        span,
+        opentelemetry::trace::SpanContext::new(
+            opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
+            opentelemetry::trace::SpanId::from_bytes(span_id.to_bytes()),
+            opentelemetry::trace::TraceFlags::new(flags),
+            true,
+            Default::default(),
+        ),
+    );
 }
 
-/// Sets an attribute on the OpenTelemetry span of `span` (for names known only at run time).
+/// Sets an attribute on the recorded span of `span` (for names known only at run time).
 pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    span.set_attribute(key.to_owned(), value.to_owned());
+    recorder::set_attribute(span, KeyValue::new(key.to_owned(), value.to_owned()));
 }
 
 /// The one redaction step on a span before it leaves the process: secret keys lose their value,
@@ -572,39 +563,4 @@ fn finished_span(span: SpanData, service: &str) -> FinishedSpan {
     out.error = error;
     out.service_name = service.to_owned();
     out
-}
-
-/// Reads the current OpenTelemetry context, which the tracing layer keeps in step with the
-/// entered `tracing` span.
-struct OtelActiveSpan;
-
-impl ActiveSpan for OtelActiveSpan {
-    fn current(&self) -> Option<SpanContext> {
-        let cx = opentelemetry::Context::current();
-        let span = cx.span();
-        let sc = span.span_context();
-        if !sc.is_valid() {
-            return None;
-        }
-        Some(SpanContext::new(
-            TraceId::from_bytes(sc.trace_id().to_bytes()),
-            SpanId::from_bytes(sc.span_id().to_bytes()),
-            sc.is_sampled(),
-        ))
-    }
-
-    fn record_error(&self, error: &ErrorInfo) {
-        let cx = opentelemetry::Context::current();
-        let span = cx.span();
-        span.set_status(Status::error(error.message.clone()));
-        span.set_attribute(KeyValue::new("sentry.event_id", error.event_id.clone()));
-        let mut attrs = vec![
-            KeyValue::new("exception.message", error.message.clone()),
-            KeyValue::new("sentry.event_id", error.event_id.clone()),
-        ];
-        if let Some(ty) = &error.exception_type {
-            attrs.push(KeyValue::new("exception.type", ty.clone()));
-        }
-        span.add_event("exception", attrs);
-    }
 }
