@@ -24,6 +24,7 @@
 #   INTEGRA_TEST_OTLP_GRPC_ENDPOINT http://127.0.0.1:PORT
 #   INTEGRA_TEST_OTLP_HTTP_ENDPOINT http://127.0.0.1:PORT (POST /v1/traces, /v1/logs, /v1/metrics)
 #   INTEGRA_TEST_OTELITE_DB        path of otelite's SQLite db
+#   INTEGRA_TEST_OTELITE_BIN_PATH   the otelite binary, for tests that run (and kill) an otelite of their own
 #   INTEGRA_TEST_SPOTLIGHT_URL      http://127.0.0.1:PORT (envelopes: POST /api/<id>/envelope/)
 #   INTEGRA_TEST_SPOTLIGHT_DSN      http://<32-hex key>@127.0.0.1:PORT/1 (no path prefix: Spotlight has none)
 #   INTEGRA_TEST_SPOTLIGHT_EVENTS   JSONL file: one line per payload Spotlight received, in arrival order
@@ -222,6 +223,7 @@ _itest_spawn_otelite() {
   export INTEGRA_TEST_OTLP_GRPC_ENDPOINT="http://127.0.0.1:$grpc"
   export INTEGRA_TEST_OTLP_HTTP_ENDPOINT="http://127.0.0.1:$http"
   export INTEGRA_TEST_OTELITE_DB="$dir/data/otelite.db"
+  export INTEGRA_TEST_OTELITE_BIN_PATH="$_ITEST_OTELITE_BIN"
 }
 
 _itest_spawn_spotlight() {

@@ -269,7 +269,15 @@ pub struct Service {
     child: std::process::Child,
     /// Its port.
     pub port: u16,
-    output: std::thread::JoinHandle<String>,
+    output: Option<std::thread::JoinHandle<String>>,
+}
+
+/// A test that fails before `stop` must not leave its services running.
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Service {
@@ -303,7 +311,7 @@ impl Service {
         Service {
             child,
             port,
-            output,
+            output: Some(output),
         }
     }
 
@@ -326,7 +334,11 @@ impl Service {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let out = self.output.join().unwrap_or_default();
+        let out = self
+            .output
+            .take()
+            .and_then(|o| o.join().ok())
+            .unwrap_or_default();
         eprintln!("--- service output\n{out}");
         out
     }
@@ -437,4 +449,442 @@ pub fn fault_server(
         }
     });
     (port, count)
+}
+
+/// What [`reply_server`] answers one request with.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
+
+/// Like [`fault_server`], for answers with a body or a delay: answers request `i` (from 0) with
+/// `respond(i)`, and keeps every request's body.
+pub fn reply_server(
+    respond: impl Fn(usize) -> Reply + Send + Sync + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::{BufRead, Read, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let bodies = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+    let seen = bodies.clone();
+    let respond = Arc::new(respond);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (seen, respond) = (seen.clone(), respond.clone());
+            // A connection per thread: a client may open a second one while the first waits.
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    let mut got_any = false;
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        got_any = true;
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    if !got_any {
+                        break;
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        break;
+                    }
+                    let i = {
+                        let mut all = seen.lock().unwrap();
+                        all.push(body);
+                        all.len() - 1
+                    };
+                    let reply = respond(i);
+                    std::thread::sleep(reply.delay);
+                    let mut resp = format!(
+                        "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
+                        reply.status,
+                        reply.body.len()
+                    );
+                    for (k, v) in &reply.headers {
+                        resp.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    resp.push_str("\r\n");
+                    let mut bytes = resp.into_bytes();
+                    bytes.extend_from_slice(&reply.body);
+                    if reader.get_mut().write_all(&bytes).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+/// A TCP proxy on loopback to `127.0.0.1:target` that forwards what the client sends at once and
+/// holds each chunk of the server's answer for `delay`: a slow receiver in front of a real one.
+pub fn slow_proxy(target: u16, delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    std::thread::sleep(delay);
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pump(client, server, Duration::ZERO));
+            std::thread::spawn(move || pump(s2, c2, delay));
+        }
+    });
+    port
+}
+
+/// A listener on loopback that accepts every connection and never answers.
+pub fn black_hole() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    port
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Otelite {
+    /// An otelite whose REST API is at `url`.
+    pub fn at(url: &str) -> Self {
+        Otelite {
+            url: url.to_owned(),
+        }
+    }
+}
+
+/// An otelite of one test's own, which the test may kill and restart on the same ports and
+/// storage (the shared one must stay up for the other tests). The binary is the one
+/// `scripts/start-servers.sh` runs (`INTEGRA_TEST_OTELITE_BIN_PATH`).
+pub struct OwnOtelite {
+    bin: String,
+    dir: std::path::PathBuf,
+    ports: [u16; 3],
+    child: Option<std::process::Child>,
+}
+
+impl OwnOtelite {
+    /// Starts one on fresh ports and storage and waits until it answers.
+    pub fn start(name: &str) -> Self {
+        let bin = server_env("INTEGRA_TEST_OTELITE_BIN_PATH");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "integra-own-otelite-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(dir.join("data")).expect("otelite dir");
+        std::fs::create_dir_all(dir.join("config")).expect("otelite dir");
+        // Held together until all three are known, so that they differ.
+        let sockets: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let ports = [0, 1, 2].map(|i| sockets[i].local_addr().expect("addr").port());
+        drop(sockets);
+        let mut otelite = OwnOtelite {
+            bin,
+            dir,
+            ports,
+            child: None,
+        };
+        otelite.restart();
+        otelite
+    }
+
+    /// `http://127.0.0.1:PORT` of its REST API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// Its OTLP/gRPC endpoint.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[1])
+    }
+
+    /// Its OTLP/HTTP endpoint.
+    pub fn http_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[2])
+    }
+
+    /// The REST client for it.
+    pub fn client(&self) -> Otelite {
+        Otelite::at(&self.url())
+    }
+
+    /// Kills it (SIGKILL: no chance to finish anything).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same ports and storage, and waits up to 30 s until its REST API
+    /// and both OTLP ports answer.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("otelite.log"))
+            .expect("otelite log");
+        let child = Command::new(&self.bin)
+            .args(["serve", "--addr", &format!("127.0.0.1:{}", self.ports[0])])
+            .arg("--storage-path")
+            .arg(self.dir.join("data"))
+            .env("XDG_CONFIG_HOME", self.dir.join("config"))
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .env("OTELITE_OTLP_GRPC_PORT", self.ports[1].to_string())
+            .env("OTELITE_OTLP_HTTP_PORT", self.ports[2].to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start otelite");
+        self.child = Some(child);
+        let up = poll(Duration::from_secs(30), || {
+            let ok = |url: String| agent().get(&url).call().is_ok();
+            (ok(format!("{}/api/health", self.url()))
+                && ok(format!("{}/health", self.http_endpoint()))
+                && std::net::TcpStream::connect(("127.0.0.1", self.ports[1])).is_ok())
+            .then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "otelite did not come up: {}",
+            std::fs::read_to_string(self.dir.join("otelite.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for OwnOtelite {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `scenario` process the test talks to line by line: commands on its stdin, answers from its
+/// stdout.
+pub struct Driven {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    all: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Driven {
+    /// Starts `bin scenario` with a clean environment plus `env` (as [`run_scenario`]).
+    pub fn start(bin: &str, scenario: &str, env: &[(&str, &str)]) -> Driven {
+        use std::io::BufRead;
+        let mut cmd = scenario_command(bin, scenario, env);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn scenario");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let all = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = all.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                {
+                    let mut all = kept.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                let _ = tx.send(line);
+            }
+        });
+        Driven {
+            child,
+            stdin,
+            lines,
+            all,
+        }
+    }
+
+    /// Sends one command line.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to scenario");
+        stdin.flush().expect("flush to scenario");
+    }
+
+    /// The rest of the first line starting with `prefix` that the scenario prints within `timeout`.
+    pub fn expect(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_owned();
+                    }
+                }
+                Err(_) => panic!(
+                    "no line {prefix:?} within {timeout:?}; output so far:\n{}",
+                    self.all.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Closes its stdin (the scenario then shuts down), waits up to 60 s for it to exit, and
+    /// returns everything it printed.
+    pub fn finish(mut self) -> String {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader thread ends at EOF; give it a moment to take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let out = self.all.lock().unwrap().clone();
+        eprintln!("--- driven scenario output\n{out}");
+        out
+    }
+}
+
+/// A `workerd serve` process (Cloudflare's Worker runtime, `INTEGRA_TEST_WORKERD`, installed by
+/// scripts/install-workerd.sh) running a config written into its own temporary directory. Killed
+/// on drop.
+pub struct Workerd {
+    child: std::process::Child,
+    /// The directory holding the config and its embedded files.
+    pub dir: std::path::PathBuf,
+}
+
+impl Workerd {
+    /// Writes `files` (the config as `config.capnp`, and the modules it embeds) into a fresh
+    /// directory, starts `workerd serve config.capnp` there and waits until every port in
+    /// `ports` accepts connections.
+    pub fn start(files: &[(&str, &[u8])], ports: &[u16]) -> Workerd {
+        let bin = server_env("INTEGRA_TEST_WORKERD");
+        let dir = std::env::temp_dir().join(format!(
+            "integra-workerd-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("workerd dir");
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).expect("write workerd file");
+        }
+        let child = Command::new(bin)
+            .args(["serve", "config.capnp", "--verbose"])
+            .current_dir(&dir)
+            .env("PWD", &dir)
+            .stdout(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn workerd");
+        let mut w = Workerd { child, dir };
+        for port in ports {
+            let up = poll(Duration::from_secs(30), || {
+                std::net::TcpStream::connect(("127.0.0.1", *port)).ok()
+            });
+            if up.is_none() {
+                let _ = w.child.kill();
+                panic!("workerd did not listen on {port} within 30 s");
+            }
+        }
+        w
+    }
+}
+
+impl Drop for Workerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An unused TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Compiles a TypeScript Worker to an ES module with esbuild (`INTEGRA_TEST_ESBUILD`, installed by
+/// scripts/install-workerd.sh) and returns the JavaScript.
+pub fn esbuild_ts(path: &std::path::Path) -> Vec<u8> {
+    let bin = server_env("INTEGRA_TEST_ESBUILD");
+    let out = Command::new(bin)
+        .arg(path)
+        .args(["--format=esm", "--target=es2022", "--log-level=warning"])
+        .output()
+        .expect("run esbuild");
+    assert!(
+        out.status.success(),
+        "esbuild {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

@@ -291,6 +291,54 @@ fn burst() {
     report(&guard, json!({"shutdown_ms": started.elapsed().as_millis() as u64, "stats": stats}));
 }
 
+/// Every backend's counters, as `burst` reports them.
+fn stats_json(guard: &integra_observe::Guard) -> serde_json::Value {
+    let stats: serde_json::Map<String, serde_json::Value> = guard
+        .stats()
+        .backends
+        .iter()
+        .map(|(name, s)| {
+            let v = json!({"sent": s.sent, "queue_full": s.dropped_queue_full, "rate_limited": s.dropped_rate_limited,
+                "rejected": s.dropped_rejected, "send_failed": s.dropped_send_failed, "retried": s.retried});
+            (name.to_string(), v)
+        })
+        .collect();
+    serde_json::Value::Object(stats)
+}
+
+/// A service the test drives line by line on stdin, so that it can act on a receiver between
+/// two steps: `emit NAME N` ends a root span `NAME` with `N` children `NAME.0000`, … and prints
+/// `EMITTED NAME <trace id> <microseconds the calls took>`; `stats` prints `STATS {counters}`.
+/// At the end of stdin it shuts down and reports the counters.
+fn driven() {
+    use std::io::BufRead;
+    let guard = integra_observe::init(Config::from_env().service_name("scenario-driven"));
+    println!("READY");
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["emit", name, n] => {
+                let n: u32 = n.parse().unwrap_or(0);
+                let started = std::time::Instant::now();
+                let trace_id = {
+                    let _root = info_span!("phase", otel.name = *name).entered();
+                    for i in 0..n {
+                        let _child = info_span!("step", otel.name = format!("{name}.{i:04}").as_str(), i).entered();
+                    }
+                    integra_observe::current_span_context().map(|c| c.trace_id.to_string())
+                };
+                let micros = started.elapsed().as_micros();
+                println!("EMITTED {name} {} {micros}", trace_id.unwrap_or_default());
+            }
+            ["stats"] => println!("STATS {}", stats_json(&guard)),
+            _ => println!("UNKNOWN {line}"),
+        }
+    }
+    let started = std::time::Instant::now();
+    guard.shutdown();
+    report(&guard, json!({"shutdown_ms": started.elapsed().as_millis() as u64, "stats": stats_json(&guard)}));
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("burst") => burst(),
@@ -301,6 +349,7 @@ fn main() {
         Some("async-error") => async_error(),
         Some("panic") => panic_in_span(),
         Some("try-init") => try_init(),
+        Some("driven") => driven(),
         other => {
             eprintln!("unknown scenario {other:?}");
             std::process::exit(2);

@@ -64,6 +64,7 @@ fn every_documented_variable_is_read_by_the_code_and_no_other() {
         "crates/integra-observe-sentry/src",
         "crates/integra-observe-otlp/src",
         "crates/integra-observe/src",
+        "crates/integra-observe-cloudflare/src",
     ] {
         for entry in std::fs::read_dir(root().join(dir)).expect("dir").flatten() {
             if entry.file_name() != "env.rs" {

@@ -106,6 +106,9 @@ fn otlp_spans_survive_a_receiver_that_fails_then_recovers() {
         (Some(5), Some(0), Some(0)),
         "{r}"
     );
+    // Every retry is the export queue's own (the exporter's are off over HTTP), so each is
+    // counted: three refused requests, three retries, then one accepted request per batch.
+    assert_eq!(s["retried"].as_u64(), Some(3), "{r}");
     assert!(
         count.load(Ordering::SeqCst) >= 4,
         "the failed requests were retried"
@@ -152,6 +155,7 @@ fn otlp_retry_after_is_honoured() {
     let r = otlp_burst(port, "5000");
     let s = &r["stats"]["otlp"];
     assert_eq!(s["sent"].as_u64(), Some(5), "{r}");
+    assert_eq!(s["retried"].as_u64(), Some(1), "{r}");
     assert_eq!(
         count.load(Ordering::SeqCst),
         2,

@@ -1,7 +1,7 @@
 //! A corpus of secrets through every path — span attributes, span events, Sentry event fields,
 //! messages, breadcrumbs, URLs — and a grep of the bytes that reached Bugsink (raw envelopes) and
-//! otelite (its SQLite files): zero. The DSN key and the OTLP header value never appear in the
-//! service's own output either.
+//! otelite (its SQLite files): zero. The DSN key, the OTLP header value and the corpus never
+//! appear in the service's own output either.
 
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)] // tests fail loudly
 
@@ -100,5 +100,15 @@ fn no_secret_of_the_corpus_reaches_either_server() {
     assert!(
         !logs.contains("CORPUS-hdr"),
         "the OTLP header value appears in the service's output"
+    );
+    // The console log is redacted by the same step (tests/tests/console_redaction.rs covers
+    // every format).
+    let printed: Vec<&str> = logs
+        .match_indices("CORPUS-")
+        .map(|(i, _)| &logs[i..(i + 24).min(logs.len())])
+        .collect();
+    assert!(
+        printed.is_empty(),
+        "the service printed secrets: {printed:?}"
     );
 }

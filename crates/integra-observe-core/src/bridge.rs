@@ -39,3 +39,10 @@ pub trait ActiveSpan: Send + Sync + 'static {
     /// `sentry.event_id` attribute).
     fn record_error(&self, error: &ErrorInfo);
 }
+
+/// Tags for the Sentry events raised in a span or its descendants, kept in the span's extensions
+/// (`tracing-subscriber` registry). The Sentry backend adds them to each event whose active span
+/// has them in scope (the innermost wins; tags set on the event itself win over all). The server
+/// span puts the Cloudflare edge context here (`cloudflare.ray_id`, `cloudflare.colo`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanTags(pub Vec<(String, String)>);

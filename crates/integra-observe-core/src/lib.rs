@@ -11,7 +11,7 @@ mod redact;
 mod span;
 mod stats;
 
-pub use bridge::{ActiveSpan, ErrorInfo};
+pub use bridge::{ActiveSpan, ErrorInfo, SpanTags};
 pub use config::{
     parse_key_values, percent_decode, BatchSettings, Config, Dsn, Limits, LogFormat, LogSettings,
     OtlpProtocol, OtlpSettings, Resolved, Sampler, SamplerKind, SentrySettings, ServiceInfo,

@@ -5,7 +5,13 @@
 //! It replaces the SDK's `BatchSpanProcessor`, which drops spans at its full queue and reports
 //! them only in one log line at shutdown. Here every span the processor is handed ends up in
 //! exactly one of the backend's [`Counters`]: `sent`, or dropped as `queue_full` (the queue was
-//! full, or already shut down) or `send_failed` (the last attempt failed, or time ran out).
+//! full, or already shut down), `rejected` (refused for good, or in an OTLP partial success) or
+//! `send_failed` (still held when shutdown's deadline came).
+//!
+//! A batch whose export fails in a way worth retrying (the receiver unreachable, a timeout, 408,
+//! 429, 502, 503, 504) stays at the head and is tried again, with backoff, for as long as the
+//! process runs: the spans that end meanwhile queue behind it up to the queue's bound, so an
+//! outage loses nothing until the queue is full, and then exactly the spans that did not fit.
 //!
 //! What it must never do: block the thread that ends a span for longer than one short critical
 //! section (a push onto a `Vec` under an uncontended mutex); wake the worker for every span;
@@ -43,21 +49,22 @@ pub(crate) struct Options {
     pub(crate) schedule_delay: Duration,
     /// Time one export request may take.
     pub(crate) attempt_timeout: Duration,
-    /// Time one batch may take, every attempt and backoff included.
+    /// How long `force_flush` (which has no timeout parameter) waits for the worker.
     pub(crate) export_timeout: Duration,
-    /// Export requests per batch, the first included.
-    pub(crate) max_attempts: u32,
     /// Backoff before the first retry; it doubles for each further retry.
     pub(crate) initial_backoff: Duration,
     /// Longest backoff between two attempts.
     pub(crate) max_backoff: Duration,
+    /// Longest wait a receiver's `Retry-After` can impose before the next attempt.
+    pub(crate) max_retry_after: Duration,
 }
 
 impl Options {
     /// The OTLP settings' batch values (`OTEL_BSP_*`), the request timeout of the exporter, and
-    /// the retry policy: up to 5 attempts, backoff 250 ms doubling up to 4 s, each delay drawn
-    /// between half and all of its step. With the default 30 s export timeout that rides out a
-    /// receiver outage of a few seconds.
+    /// the retry policy: retries without a limit on their number, backoff 250 ms doubling up to
+    /// 5 s, each delay drawn between half and all of its step; a `Retry-After` is waited for, up
+    /// to 30 s. A receiver that comes back is therefore tried again within 5 s (or its
+    /// `Retry-After`), however long it was down.
     pub(crate) fn from_settings(settings: &OtlpSettings) -> Self {
         Options {
             max_queue_size: settings.batch.max_queue_size,
@@ -65,9 +72,9 @@ impl Options {
             schedule_delay: settings.batch.schedule_delay,
             attempt_timeout: super::export_timeout(settings),
             export_timeout: settings.batch.export_timeout,
-            max_attempts: 5,
             initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(4),
+            max_backoff: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(30),
         }
     }
 
@@ -80,10 +87,52 @@ impl Options {
         self.schedule_delay = self.schedule_delay.max(MIN);
         self.attempt_timeout = self.attempt_timeout.max(MIN);
         self.export_timeout = self.export_timeout.max(MIN);
-        self.max_attempts = self.max_attempts.max(1);
+        self.initial_backoff = self.initial_backoff.max(MIN);
         self.max_backoff = self.max_backoff.max(self.initial_backoff);
         self
     }
+}
+
+/// What the receiver said about the last request beyond success or failure, reported by the
+/// exporter's HTTP client ([`crate::http_client`]) while the worker polls the export.
+///
+/// opentelemetry-otlp's exporter returns only `Ok` or an error text, so its client hands these
+/// over through a slot of the polling thread: the worker clears it before each attempt and reads
+/// it after. On any other thread nothing reads the slot, and a report there is lost harmlessly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Feedback {
+    /// Spans of an accepted request that the receiver rejected (OTLP partial success).
+    rejected: u64,
+    /// The `Retry-After` of a refused request.
+    retry_after: Option<Duration>,
+}
+
+thread_local! {
+    static FEEDBACK: std::cell::Cell<Feedback> = const {
+        std::cell::Cell::new(Feedback { rejected: 0, retry_after: None })
+    };
+}
+
+/// Reports that the receiver accepted the request being exported but rejected `n` of its spans.
+pub(crate) fn report_rejected(n: u64) {
+    FEEDBACK.with(|f| {
+        let mut v = f.get();
+        v.rejected = v.rejected.saturating_add(n);
+        f.set(v);
+    });
+}
+
+/// Reports that the receiver asked, with `Retry-After`, not to be tried again for `delay`.
+pub(crate) fn report_retry_after(delay: Duration) {
+    FEEDBACK.with(|f| {
+        let mut v = f.get();
+        v.retry_after = Some(delay);
+        f.set(v);
+    });
+}
+
+fn take_feedback() -> Feedback {
+    FEEDBACK.with(std::cell::Cell::take)
 }
 
 /// A `SpanProcessor` with a bounded queue, exact drop counts and retried exports.
@@ -457,30 +506,34 @@ impl<E: SpanExporter> Worker<E> {
         ok
     }
 
-    /// Exports one batch, retrying every failure until it succeeds, `max_attempts` requests
-    /// were made, or the batch's time (`export_timeout`, or shutdown's deadline) runs out. Every
-    /// span is counted as sent or as `send_failed`.
+    /// Exports one batch. A failure worth retrying is retried, with backoff, until the batch is
+    /// accepted or shutdown's deadline comes: the batch holds its place in the queue's bound
+    /// meanwhile, and the spans behind it wait. Every span is counted: `sent`, `rejected`
+    /// (refused for good, or rejected in a partial success) or, at shutdown's deadline,
+    /// `send_failed`. `false` if any span was not sent.
     fn export_batch(&mut self, batch: Vec<SpanData>) -> bool {
         let n = batch.len() as u64;
-        let budget_end = deadline_after(self.options.export_timeout);
-        let mut batch = Some(batch);
-        let mut attempt = 1;
+        let mut attempt = 1u32;
         loop {
-            let limit = self.limit(budget_end);
+            let limit = self.limit();
             let now = Instant::now();
             if now >= limit {
                 break;
             }
-            let last = attempt >= self.options.max_attempts;
-            // The exporter takes the batch; keep a copy while another attempt may follow.
-            let Some(payload) = (if last { batch.take() } else { batch.clone() }) else {
-                break;
-            };
             let timeout = self.options.attempt_timeout.min(limit - now);
-            match self.attempt(payload, timeout, budget_end) {
+            take_feedback();
+            // The exporter takes the batch; the copy is kept for the next attempt.
+            let outcome = self.attempt(batch.clone(), timeout);
+            let feedback = take_feedback();
+            match outcome {
                 Outcome::Accepted => {
-                    self.shared.counters.sent(n);
-                    return true;
+                    // An OTLP partial success: the receiver took the request and dropped these.
+                    let rejected = feedback.rejected.min(n);
+                    self.shared.counters.sent(n - rejected);
+                    if rejected > 0 {
+                        self.shared.counters.dropped(DropReason::Rejected, rejected);
+                    }
+                    return rejected == 0;
                 }
                 Outcome::Refused => {
                     // The receiver said no for good (a 4xx other than 408/429, or 500/501):
@@ -490,39 +543,38 @@ impl<E: SpanExporter> Worker<E> {
                 }
                 Outcome::Failed => {}
             }
-            if last {
-                break;
+            let mut delay = self.backoff(attempt);
+            if let Some(asked) = feedback.retry_after {
+                delay = delay.max(asked.min(self.options.max_retry_after));
             }
-            let backoff = self.backoff(attempt);
-            if Instant::now() + backoff >= self.limit(budget_end) {
+            // At shutdown, a retry that could not start before the deadline is not waited for.
+            if deadline_after(delay) >= self.limit() {
                 break;
             }
             self.shared.counters.retried();
-            self.sleep(backoff);
-            attempt += 1;
+            self.sleep(delay);
+            attempt = attempt.saturating_add(1);
         }
         self.shared.counters.dropped(DropReason::SendFailed, n);
         false
     }
 
-    /// The end of the current batch's time: its own budget, or shutdown's deadline if sooner.
-    fn limit(&self, budget_end: Instant) -> Instant {
-        match lock(&self.shared.state).shutdown_deadline {
-            Some(deadline) => deadline.min(budget_end),
-            None => budget_end,
-        }
+    /// The end of the current batch's time: shutdown's deadline, or none (far away) before
+    /// shutdown.
+    fn limit(&self) -> Instant {
+        lock(&self.shared.state)
+            .shutdown_deadline
+            .unwrap_or_else(|| deadline_after(Duration::MAX))
     }
 
     /// One export request, given at most `timeout` (less if shutdown starts meanwhile). A
     /// timeout or a panic is a failure worth retrying; an error is classified by [`classify`].
-    fn attempt(&self, batch: Vec<SpanData>, timeout: Duration, budget_end: Instant) -> Outcome {
+    fn attempt(&self, batch: Vec<SpanData>, timeout: Duration) -> Outcome {
         let attempt_end = deadline_after(timeout);
         let _runtime = self.runtime.as_ref().map(tokio::runtime::Handle::enter);
         let exporter = &self.exporter;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            poll_until(exporter.export(batch), || {
-                self.limit(budget_end).min(attempt_end)
-            })
+            poll_until(exporter.export(batch), || self.limit().min(attempt_end))
         }));
         match outcome {
             Ok(Some(Ok(()))) => Outcome::Accepted,
@@ -654,8 +706,9 @@ impl Jitter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Accepted,
-    /// Worth retrying: network trouble, a timeout, 408, 429, 502, 503, 504 (opentelemetry-otlp has
-    /// already honoured `Retry-After` and retried these inside the request).
+    /// Worth retrying: network trouble, a timeout, 408, 429, 502, 503, 504. Over HTTP the
+    /// receiver's `Retry-After` comes through [`Feedback`]; over gRPC opentelemetry-otlp has
+    /// already retried inside the request, honouring the server's `RetryInfo`.
     Failed,
     /// Refused for good.
     Refused,
@@ -766,6 +819,12 @@ mod tests {
         /// Fails while the flag is set (a receiver that is down).
         FailWhile(Arc<AtomicBool>),
         AlwaysFail,
+        /// Refused for good (a 400).
+        Refuse,
+        /// Accepted, with this many spans of each batch rejected (an OTLP partial success).
+        PartialSuccess(u64),
+        /// Fails its first call with a `Retry-After` of this long, then succeeds.
+        RetryAfterOnce(Duration),
         /// Blocks the exporting thread until the gate opens, then succeeds.
         BlockThread(Arc<Gate>),
         /// A future that never completes.
@@ -776,6 +835,8 @@ mod tests {
     #[derive(Debug, Default)]
     struct Log {
         calls: AtomicU64,
+        /// The size of each batch handed to the exporter, in order.
+        sizes: Mutex<Vec<usize>>,
         delivered: Mutex<Vec<u64>>,
         resource: Mutex<Option<Resource>>,
         /// The `service.name` the exporter had been given when its first export began.
@@ -808,6 +869,7 @@ mod tests {
     impl SpanExporter for Fake {
         async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
             let call = self.log.calls.fetch_add(1, Ordering::SeqCst);
+            self.log.sizes.lock().unwrap().push(batch.len());
             if call == 0 {
                 let service = self.log.resource.lock().unwrap().as_ref().and_then(|r| {
                     r.get(&opentelemetry::Key::from_static_str("service.name"))
@@ -823,6 +885,19 @@ mod tests {
                 Behaviour::FailWhile(down) if down.load(Ordering::SeqCst) => return fail(),
                 Behaviour::FailWhile(_) => {}
                 Behaviour::AlwaysFail => return fail(),
+                Behaviour::Refuse => {
+                    return Err(OTelSdkError::InternalFailure(
+                        "HTTP export failed with status code: 400".into(),
+                    ))
+                }
+                Behaviour::PartialSuccess(n) => report_rejected(*n),
+                Behaviour::RetryAfterOnce(delay) if call == 0 => {
+                    report_retry_after(*delay);
+                    return Err(OTelSdkError::InternalFailure(
+                        "HTTP export failed with status code: 429".into(),
+                    ));
+                }
+                Behaviour::RetryAfterOnce(_) => {}
                 Behaviour::BlockThread(gate) => gate.wait(),
                 Behaviour::NeverReturn => {
                     let _on_drop = OnDrop(self.log.clone());
@@ -879,9 +954,9 @@ mod tests {
             schedule_delay: Duration::from_millis(20),
             attempt_timeout: Duration::from_secs(5),
             export_timeout: Duration::from_secs(10),
-            max_attempts: 5,
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(10),
+            max_retry_after: Duration::from_secs(5),
         }
     }
 
@@ -959,44 +1034,125 @@ mod tests {
     #[test]
     fn spans_queued_during_an_outage_are_delivered_when_the_receiver_returns() {
         let down = Arc::new(AtomicBool::new(true));
-        let mut opts = options(1000, 50);
-        // Retries span about 1 s, longer than the 150 ms outage.
-        opts.max_attempts = 60;
-        opts.initial_backoff = Duration::from_millis(5);
-        opts.max_backoff = Duration::from_millis(20);
-        let s = setup(Behaviour::FailWhile(down.clone()), opts);
-        for burst in 0..3 {
+        // Backoffs of at most 10 ms against an outage of 400 ms: dozens of retries of the same
+        // batch, where a limit on attempts would have given it up.
+        let s = setup(Behaviour::FailWhile(down.clone()), options(1000, 50));
+        for burst in 0..4 {
             for i in 0..100 {
                 s.processor.on_end(span(burst * 100 + i));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
+        let during = s.counters.snapshot();
+        assert_eq!((during.sent, during.dropped()), (0, 0), "{during}");
         down.store(false, Ordering::SeqCst);
         s.processor.flush_within(Duration::from_secs(10)).unwrap();
         let stats = s.counters.snapshot();
-        assert_eq!(stats.sent, 300, "{stats}");
+        assert_eq!(stats.sent, 400, "{stats}");
         assert_eq!(stats.dropped(), 0, "{stats}");
-        assert!(stats.retried > 0, "{stats}");
-        assert_eq!(s.log.delivered(), 300);
+        assert!(stats.retried > 20, "{stats}");
+        assert_eq!(s.log.delivered(), 400);
     }
 
     #[test]
-    fn a_permanently_failing_exporter_is_counted_as_send_failed_exactly() {
-        let mut opts = options(1000, 100);
-        opts.max_attempts = 3;
-        let s = setup(Behaviour::AlwaysFail, opts);
+    fn a_receiver_that_stays_down_costs_the_overflow_then_send_failed_at_shutdown_exactly() {
+        let s = setup(Behaviour::AlwaysFail, options(100, 10));
+        for i in 0..1000 {
+            s.processor.on_end(span(i));
+        }
+        // The head batch is retried without end; the queue holds 100 spans and refuses the rest.
+        assert!(eventually(|| s.counters.snapshot().retried >= 10));
+        assert!(matches!(
+            s.processor.flush_within(Duration::from_millis(200)),
+            Err(OTelSdkError::Timeout(_))
+        ));
+        let stats = s.counters.snapshot();
+        assert_eq!(
+            (
+                stats.sent,
+                stats.dropped_queue_full,
+                stats.dropped_send_failed
+            ),
+            (0, 900, 0),
+            "{stats}"
+        );
+        // Shutdown gives up what is still held when its time is up, and counts it.
+        s.processor
+            .shutdown_with_timeout(Duration::from_millis(300))
+            .unwrap();
+        let stats = s.counters.snapshot();
+        assert_eq!(
+            (
+                stats.sent,
+                stats.dropped_queue_full,
+                stats.dropped_send_failed
+            ),
+            (0, 900, 100),
+            "{stats}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_counted_as_rejected_at_once_and_not_retried() {
+        let s = setup(Behaviour::Refuse, options(1000, 100));
         for i in 0..250 {
             s.processor.on_end(span(i));
         }
         assert!(s.processor.flush_within(Duration::from_secs(10)).is_err());
         let stats = s.counters.snapshot();
-        assert_eq!(stats.dropped_send_failed, 250, "{stats}");
-        assert_eq!(stats.sent, 0, "{stats}");
-        assert_eq!(stats.dropped_queue_full, 0, "{stats}");
-        // Every batch was tried 3 times: 2 retries each.
-        let calls = s.log.calls.load(Ordering::SeqCst);
-        assert!(calls >= 9 && calls.is_multiple_of(3), "{calls} calls");
-        assert_eq!(stats.retried, calls / 3 * 2, "{stats}");
+        assert_eq!(
+            (stats.sent, stats.dropped_rejected, stats.retried),
+            (0, 250, 0),
+            "{stats}"
+        );
+        // One request per batch: every span was handed to the exporter once.
+        let sizes = s.log.sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 250, "{sizes:?}");
+    }
+
+    #[test]
+    fn spans_rejected_in_a_partial_success_are_counted_as_rejected_not_sent() {
+        let s = setup(Behaviour::PartialSuccess(2), options(1000, 10));
+        for i in 0..25 {
+            s.processor.on_end(span(i));
+        }
+        s.processor
+            .shutdown_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        // Two spans of each batch (of at most 10) rejected, the others sent.
+        let stats = s.counters.snapshot();
+        let sizes = s.log.sizes.lock().unwrap().clone();
+        let rejected: u64 = sizes.iter().map(|&n| (n as u64).min(2)).sum();
+        assert_eq!(sizes.iter().sum::<usize>(), 25, "{sizes:?}");
+        assert!(rejected >= 6, "{sizes:?}");
+        assert_eq!(
+            (stats.sent, stats.dropped_rejected, stats.retried),
+            (25 - rejected, rejected, 0),
+            "{stats}"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_waited_for_and_capped() {
+        let s = setup(
+            Behaviour::RetryAfterOnce(Duration::from_millis(300)),
+            options(1000, 10),
+        );
+        let start = Instant::now();
+        s.processor.on_end(span(1));
+        s.processor.flush_within(Duration::from_secs(10)).unwrap();
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(300), "retried after {took:?}");
+        let stats = s.counters.snapshot();
+        assert_eq!((stats.sent, stats.retried), (1, 1), "{stats}");
+
+        // A Retry-After of an hour is cut to the cap (100 ms here).
+        let mut opts = options(1000, 10);
+        opts.max_retry_after = Duration::from_millis(100);
+        let s = setup(Behaviour::RetryAfterOnce(Duration::from_secs(3600)), opts);
+        s.processor.on_end(span(1));
+        s.processor.flush_within(Duration::from_secs(5)).unwrap();
+        assert_eq!(s.counters.snapshot().sent, 1);
     }
 
     #[test]

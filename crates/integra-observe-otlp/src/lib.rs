@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod batch;
+mod http_client;
 mod recorder;
 
 use std::sync::{Arc, Mutex};
@@ -202,13 +203,23 @@ fn build_exporter(settings: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExp
                 .build()
         }
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let protocol = if settings.protocol == OtlpProtocol::HttpJson {
-                Protocol::HttpJson
+            let (protocol, encoding) = if settings.protocol == OtlpProtocol::HttpJson {
+                (Protocol::HttpJson, http_client::Encoding::Json)
             } else {
-                Protocol::HttpBinary
+                (Protocol::HttpBinary, http_client::Encoding::Protobuf)
             };
+            // Our client reads partial success and Retry-After for the export queue; the
+            // exporter's own retries are off, so every retry is the queue's (counted, with
+            // Retry-After honoured).
+            let client = http_client::ObservingClient::new(export_timeout(settings), encoding)
+                .map_err(|message| InitError::Backend {
+                    backend: "otlp",
+                    message,
+                })?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(client)
+                .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
                 .with_protocol(protocol)
                 .with_endpoint(settings.endpoint.clone())
                 .with_timeout(export_timeout(settings))
@@ -386,34 +397,62 @@ pub fn set_remote_parent(
     flags: u8,
     tracestate: Option<&str>,
 ) {
+    recorder::set_remote_parent(
+        span,
+        remote_context(trace_id, parent_span_id, flags, tracestate),
+    );
+}
+
+/// Runs `make`, which creates a span, so that the span continues a trace from another service:
+/// its parent is the remote span `parent_span_id` of `trace_id`, with the caller's flags byte and
+/// tracestate, and the sampling decision is taken with that parent from the start. This is the
+/// way to continue an incoming trace; [`set_remote_parent`] after creation cannot bring back the
+/// fields of a span the root sampler had dropped.
+///
+/// ```
+/// use integra_observe_core::{SpanId, TraceId};
+/// let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+/// let parent = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+/// let span = integra_observe_otlp::with_remote_parent(trace, parent, 0x01, None, || {
+///     tracing::info_span!("handle request")
+/// });
+/// # drop(span);
+/// ```
+pub fn with_remote_parent<T>(
+    trace_id: TraceId,
+    parent_span_id: SpanId,
+    flags: u8,
+    tracestate: Option<&str>,
+    make: impl FnOnce() -> T,
+) -> T {
+    recorder::with_remote_parent(
+        remote_context(trace_id, parent_span_id, flags, tracestate),
+        make,
+    )
+}
+
+fn remote_context(
+    trace_id: TraceId,
+    span_id: SpanId,
+    flags: u8,
+    tracestate: Option<&str>,
+) -> opentelemetry::trace::SpanContext {
     let state = tracestate
         .and_then(|ts| ts.parse::<opentelemetry::trace::TraceState>().ok())
         .unwrap_or_default();
-    recorder::set_remote_parent(
-        span,
-        opentelemetry::trace::SpanContext::new(
-            opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
-            opentelemetry::trace::SpanId::from_bytes(parent_span_id.to_bytes()),
-            opentelemetry::trace::TraceFlags::new(flags),
-            true,
-            state,
-        ),
-    );
+    opentelemetry::trace::SpanContext::new(
+        opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
+        opentelemetry::trace::SpanId::from_bytes(span_id.to_bytes()),
+        opentelemetry::trace::TraceFlags::new(flags),
+        true,
+        state,
+    )
 }
 
 /// Links `span` to a remote span without making it the parent: the trace starts here, and the
 /// caller's span can still be found.
 pub fn add_remote_link(span: &tracing::Span, trace_id: TraceId, span_id: SpanId, flags: u8) {
-    recorder::add_link(
-        span,
-        opentelemetry::trace::SpanContext::new(
-            opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
-            opentelemetry::trace::SpanId::from_bytes(span_id.to_bytes()),
-            opentelemetry::trace::TraceFlags::new(flags),
-            true,
-            Default::default(),
-        ),
-    );
+    recorder::add_link(span, remote_context(trace_id, span_id, flags, None));
 }
 
 /// Sets an attribute on the recorded span of `span` (for names known only at run time).

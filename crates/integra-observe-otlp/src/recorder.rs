@@ -53,11 +53,6 @@ fn sample_root(sampler: &integra_observe_core::Sampler, trace_id: TraceId) -> bo
 }
 
 impl Shared {
-    /// Whether a root span may still become sampled once a remote parent is set on it.
-    fn may_sample_root(&self) -> bool {
-        self.sampler.parent_based || !matches!(self.sampler.root, SamplerKind::AlwaysOff)
-    }
-
     fn end(&self, data: SpanData) {
         if let Some((last, rest)) = self.processors.split_last() {
             for p in rest {
@@ -80,6 +75,8 @@ pub(crate) struct SpanState {
     started: bool,
     /// To decide again when a remote parent is set.
     sampler: integra_observe_core::Sampler,
+    /// To start recording when a remote parent set after creation makes the span sampled.
+    meta: &'static tracing::Metadata<'static>,
     rec: Option<Box<Recording>>,
 }
 
@@ -91,6 +88,20 @@ struct Recording {
     events: Vec<Event>,
     links: Vec<Link>,
     status: Status,
+}
+
+impl Recording {
+    fn new(meta: &'static tracing::Metadata<'static>, fields: usize) -> Box<Recording> {
+        Box::new(Recording {
+            name: Cow::Borrowed(meta.name()),
+            kind: SpanKind::Internal,
+            start: SystemTime::now(),
+            attributes: Vec::with_capacity(fields + 3),
+            events: Vec::new(),
+            links: Vec::new(),
+            status: Status::Unset,
+        })
+    }
 }
 
 impl SpanState {
@@ -118,6 +129,9 @@ thread_local! {
     /// The spans entered on this thread, innermost last: what [`active_span`] reads, and where a
     /// Sentry event leaves its id for the span it happened in.
     static ACTIVE: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
+    /// The remote parent of the next root span created on this thread (see
+    /// [`with_remote_parent`]).
+    static PENDING_PARENT: RefCell<Option<SpanContext>> = const { RefCell::new(None) };
     /// A small, fast generator for span and trace ids, seeded once per thread from the OS.
     static RNG: std::cell::Cell<u64> = std::cell::Cell::new(seed());
 }
@@ -197,25 +211,30 @@ where
                 };
                 (trace_id, span_id, sampled, ts, false)
             }
-            None => {
-                let trace_id = new_trace_id();
-                let sampled = sample_root(&shared.sampler, trace_id);
-                (trace_id, SpanId::INVALID, sampled, TraceState::NONE, true)
-            }
+            None => match PENDING_PARENT
+                .try_with(|p| p.borrow_mut().take())
+                .ok()
+                .flatten()
+            {
+                Some(remote) => {
+                    let sampled = if shared.sampler.parent_based {
+                        remote.is_sampled()
+                    } else {
+                        sample_root(&shared.sampler, remote.trace_id())
+                    };
+                    let ts = remote.trace_state().clone();
+                    (remote.trace_id(), remote.span_id(), sampled, ts, true)
+                }
+                None => {
+                    let trace_id = new_trace_id();
+                    let sampled = sample_root(&shared.sampler, trace_id);
+                    (trace_id, SpanId::INVALID, sampled, TraceState::NONE, true)
+                }
+            },
         };
-        // A root span keeps its fields even when the sampler said no: a remote parent set before
-        // it is entered (server spans) may still make it sampled.
-        let rec = (sampled || (root && shared.may_sample_root())).then(|| {
-            let meta = attrs.metadata();
-            let mut rec = Box::new(Recording {
-                name: Cow::Borrowed(meta.name()),
-                kind: SpanKind::Internal,
-                start: SystemTime::now(),
-                attributes: Vec::with_capacity(attrs.fields().len() + 3),
-                events: Vec::new(),
-                links: Vec::new(),
-                status: Status::Unset,
-            });
+        let meta = attrs.metadata();
+        let rec = sampled.then(|| {
+            let mut rec = Recording::new(meta, attrs.fields().len());
             attrs.record(&mut SpanVisitor(&mut rec));
             push_location(&mut rec.attributes, meta);
             rec
@@ -224,11 +243,12 @@ where
             trace_id,
             span_id: new_span_id(),
             parent_span_id,
-            parent_remote: false,
+            parent_remote: root && parent_span_id != SpanId::INVALID,
             sampled,
             tracestate,
             started: !root,
             sampler: shared.sampler,
+            meta,
             rec,
         };
         span.extensions_mut().insert(state);
@@ -633,7 +653,23 @@ pub(crate) fn set_remote_parent(span: &tracing::Span, remote: SpanContext) {
         } else {
             sample_root(&state.sampler, remote.trace_id())
         };
+        if state.sampled && state.rec.is_none() {
+            // The fields given at creation are gone: prefer `with_remote_parent`.
+            let mut rec = Recording::new(state.meta, 0);
+            push_location(&mut rec.attributes, state.meta);
+            state.rec = Some(rec);
+        }
     });
+}
+
+/// Runs `make` (which creates the span) with `remote` as the parent of the first root span
+/// created on this thread inside it.
+pub(crate) fn with_remote_parent<T>(remote: SpanContext, make: impl FnOnce() -> T) -> T {
+    let _ = PENDING_PARENT.try_with(|p| *p.borrow_mut() = Some(remote));
+    let out = make();
+    // Not consumed when the span was disabled: it must not become another span's parent.
+    let _ = PENDING_PARENT.try_with(|p| p.borrow_mut().take());
+    out
 }
 
 /// See [`crate::add_remote_link`].

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod breadcrumbs;
 mod performance;
 mod ratelimit;
 mod transport;
@@ -14,7 +15,6 @@ use integra_observe_core::{
 use sentry::protocol::{Context, Event, TraceContext, Value};
 use sentry::ClientOptions;
 use tracing::Level;
-use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -145,6 +145,8 @@ pub fn client_options(
     active_span: Option<Arc<dyn ActiveSpan>>,
 ) -> ClientOptions {
     let service_name = service.name.clone();
+    let max_breadcrumbs = settings.max_breadcrumbs;
+    breadcrumbs::MAX.store(max_breadcrumbs, std::sync::atomic::Ordering::Relaxed);
     let redactor = integra_observe_core::Redactor::new(settings.redact_keys.clone())
         .with_max_value_len(settings.value_length);
     let mut options = ClientOptions::new()
@@ -155,6 +157,7 @@ pub fn client_options(
         .send_default_pii(settings.send_default_pii)
         .max_breadcrumbs(settings.max_breadcrumbs)
         .before_send(move |mut event| {
+            breadcrumbs::attach(&mut event, max_breadcrumbs);
             // Which service raised it, searchable in Sentry as in Jaeger.
             event
                 .tags
@@ -171,6 +174,7 @@ pub fn client_options(
 /// Runs on the thread that emitted the event, after the scope was applied.
 fn before_send(mut event: Event<'static>, active_span: Option<&dyn ActiveSpan>) -> Event<'static> {
     promote_fields_to_tags(&mut event);
+    add_span_tags(&mut event);
     let Some(active_span) = active_span else {
         return event;
     };
@@ -328,6 +332,74 @@ fn promote_fields_to_tags(event: &mut Event<'static>) {
     }
 }
 
+/// Sentry's error layer, given `ERROR` events only.
+struct ErrorsOnly(sentry::integrations::tracing::ErrorLayer);
+
+impl<S> Layer<S> for ErrorsOnly
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == Level::ERROR {
+            self.0.on_event(event, ctx);
+        }
+    }
+}
+
+thread_local! {
+    /// The [`integra_observe_core::SpanTags`] in scope of the `ERROR` event being captured on this
+    /// thread: set just before the error layer runs and cleared just after it, because
+    /// `before_send` runs inside the subscriber, where `tracing::Span::current()` is not available.
+    static EVENT_TAGS: std::cell::RefCell<Option<Vec<(String, String)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sets (`clear: false`) or clears (`clear: true`) [`EVENT_TAGS`] around the error layer.
+struct SpanTagsLayer {
+    clear: bool,
+}
+
+impl<S> Layer<S> for SpanTagsLayer
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() != Level::ERROR {
+            return;
+        }
+        let tags = if self.clear {
+            None
+        } else {
+            // Innermost first: a span's own tags win over its ancestors'.
+            ctx.event_scope(event).and_then(|scope| {
+                scope.into_iter().find_map(|s| {
+                    s.extensions()
+                        .get::<integra_observe_core::SpanTags>()
+                        .map(|t| t.0.clone())
+                })
+            })
+        };
+        let _ = EVENT_TAGS.try_with(|t| {
+            if let Ok(mut t) = t.try_borrow_mut() {
+                *t = tags;
+            }
+        });
+    }
+}
+
+/// Adds the [`integra_observe_core::SpanTags`] in scope of the event (such as the Cloudflare edge
+/// context of the server span); tags the event already has are kept.
+fn add_span_tags(event: &mut Event<'static>) {
+    let tags = EVENT_TAGS
+        .try_with(|t| t.try_borrow().ok().and_then(|t| t.clone()))
+        .ok()
+        .flatten();
+    for (key, value) in tags.unwrap_or_default() {
+        let value: String = value.chars().take(MAX_TAG_LEN).collect();
+        event.tags.entry(key).or_insert(value);
+    }
+}
+
 /// The `tracing` layers that feed Sentry: `INFO`/`WARN` events become breadcrumbs, `ERROR` events
 /// become Sentry events (with the error's type and source chain), and, when `with_spans` is true
 /// (Sentry owns span identity), spans become Sentry spans so that events carry their ids.
@@ -335,16 +407,18 @@ pub fn layer<S>(with_spans: bool) -> impl Layer<S> + Send + Sync
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    let breadcrumbs =
-        sentry::integrations::tracing::BreadcrumbLayer::new().with_filter(filter_fn(|m| {
-            m.is_event() && matches!(*m.level(), Level::INFO | Level::WARN)
-        }));
-    let errors = sentry::integrations::tracing::ErrorLayer::new()
-        .enable_span_attributes()
-        .with_filter(LevelFilter::ERROR.or(filter_fn(|m| m.is_span())));
+    // No per-layer filters: a filter that turns a callsite away makes tracing ask every layer
+    // about that callsite on each call, so each layer checks the level itself.
+    let breadcrumbs = breadcrumbs::BreadcrumbLayer;
+    let errors =
+        ErrorsOnly(sentry::integrations::tracing::ErrorLayer::new().enable_span_attributes());
     let spans = with_spans.then(sentry::integrations::tracing::SpanLayer::new);
-    // Spans first, so the error layer sees the Sentry span data of the span an event is in.
-    Layer::and_then(spans, breadcrumbs).and_then(errors)
+    // Spans first, so the error layer sees the Sentry span data of the span an event is in; the
+    // span tags of an error event are set just before the error layer and cleared after it.
+    Layer::and_then(spans, breadcrumbs)
+        .and_then(SpanTagsLayer { clear: false })
+        .and_then(errors)
+        .and_then(SpanTagsLayer { clear: true })
 }
 
 /// Runs `f` with a local subscriber that has [`layer`] and a Sentry client capturing in memory,
@@ -437,6 +511,34 @@ mod tests {
 
 #[cfg(all(test, feature = "test"))]
 mod capture_tests {
+    #[test]
+    fn span_tags_in_scope_become_event_tags() {
+        use tracing_subscriber::registry::LookupSpan;
+        let events =
+            crate::with_captured_events(|| {
+                let server = tracing::info_span!("server");
+                server.with_subscriber(|(id, dispatch)| {
+                    let registry = dispatch
+                        .downcast_ref::<tracing_subscriber::Registry>()
+                        .unwrap();
+                    registry.span(id).unwrap().extensions_mut().insert(
+                        integra_observe_core::SpanTags(vec![
+                            ("cloudflare.ray_id".into(), "230b030023ae2822-SJC".into()),
+                            ("order.id".into(), "from the span".into()),
+                        ]),
+                    );
+                });
+                let _server = server.entered();
+                let _handler = tracing::info_span!("handler").entered();
+                tracing::error!(order.id = 7, "payment failed");
+            });
+        assert_eq!(events[0].tags["cloudflare.ray_id"], "230b030023ae2822-SJC");
+        assert_eq!(
+            events[0].tags["order.id"], "7",
+            "the event's own fields win"
+        );
+    }
+
     #[test]
     fn nested_spans_put_the_innermost_span_on_the_event() {
         let mut inner = None;

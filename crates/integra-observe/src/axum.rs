@@ -40,6 +40,8 @@ const NEVER_RECORDED: &[&str] = &[
 #[must_use]
 pub struct TraceLayer {
     record_headers: Arc<Vec<String>>,
+    #[cfg(feature = "cloudflare")]
+    cloudflare: Option<Arc<integra_observe_cloudflare::TrustPolicy>>,
 }
 
 impl TraceLayer {
@@ -66,6 +68,25 @@ impl TraceLayer {
                 })
                 .collect(),
         );
+        self
+    }
+
+    /// Which Cloudflare edge headers this layer believes (feature `cloudflare`). Without it the
+    /// process-wide policy applies ([`crate::propagation::set_cloudflare_policy`], else the
+    /// `INTEGRA_CLOUDFLARE_*` and `INTEGRA_EDGE_*` variables), which by default believes none.
+    /// Cloudflare's address ranges can only be checked when the server is run with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    ///
+    /// ```no_run
+    /// use integra_observe::backends::cloudflare::TrustPolicy;
+    /// let layer = integra_observe::axum::TraceLayer::new().cloudflare(
+    ///     TrustPolicy::trust_nothing().edge_secret(std::env::var("INTEGRA_EDGE_SECRET").unwrap_or_default()),
+    /// );
+    /// ```
+    #[cfg(feature = "cloudflare")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cloudflare")))]
+    pub fn cloudflare(mut self, policy: integra_observe_cloudflare::TrustPolicy) -> Self {
+        self.cloudflare = Some(Arc::new(policy));
         self
     }
 }
@@ -109,6 +130,14 @@ where
             .map(|p| p.as_str().to_owned());
         let extracted = propagation::extract(&HeaderMapSource(req.headers()));
         let method = req.method().as_str().to_owned();
+        #[cfg(feature = "cloudflare")]
+        let edge = propagation::edge_context(
+            &HeaderMapSource(req.headers()),
+            req.extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+            self.layer.cloudflare.as_deref(),
+        );
         let span = propagation::server_span(&propagation::ServerRequest {
             method: &method,
             route: route.as_deref(),
@@ -123,6 +152,8 @@ where
                 .get(http::header::USER_AGENT)
                 .and_then(|h| h.to_str().ok()),
             extracted: &extracted,
+            #[cfg(feature = "cloudflare")]
+            edge: edge.as_ref(),
         });
         for name in self.layer.record_headers.iter() {
             let values: Vec<&str> = req

@@ -34,6 +34,12 @@ pub mod backends {
     #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
     pub use integra_observe_otlp as otlp;
 
+    /// The Cloudflare backend (feature `cloudflare`): edge context, trust policy, signed edge
+    /// header, trace ids derived from ray ids.
+    #[cfg(feature = "cloudflare")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cloudflare")))]
+    pub use integra_observe_cloudflare as cloudflare;
+
     /// The Sentry SDK itself (feature `sentry`), for scopes, users and manual captures.
     #[cfg(feature = "sentry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]

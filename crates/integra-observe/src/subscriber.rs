@@ -92,7 +92,7 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
     let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut backends: Vec<Box<dyn Backend>> = Vec::new();
     let mut errors = Vec::new();
-    layers.extend(console_layer(&settings.log));
+    layers.extend(console_layer(&settings.log, &settings.redact_keys));
 
     // A failed backend: fatal in strict mode (after stopping what already started), else noted.
     let mut failed =
@@ -106,6 +106,21 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
             errors.push(e);
             Ok(())
         };
+
+    // The edge trust policy (feature `cloudflare`): an invalid value fails `try_init` like any
+    // other setting; `init` logs it and trusts nothing from the edge.
+    #[cfg(feature = "cloudflare")]
+    match crate::propagation::cloudflare_policy_from_env() {
+        Ok(policy) => {
+            let _ = crate::propagation::set_cloudflare_policy(policy);
+        }
+        Err(e) => {
+            let _ = crate::propagation::set_cloudflare_policy(
+                integra_observe_cloudflare::TrustPolicy::trust_nothing(),
+            );
+            failed(e, &mut backends)?;
+        }
+    }
 
     // With OpenTelemetry compiled in (`otlp`), it owns span identity even when nothing is
     // exported: spans get W3C ids, incoming context is continued and outgoing headers injected (a
@@ -199,16 +214,41 @@ pub(crate) fn build(resolved: Resolved, strict: bool) -> Result<Started, InitErr
     })
 }
 
-fn console_layer(log: &LogSettings) -> Option<BoxedLayer> {
+// The console's own redaction (here rather than in lib.rs: only this module uses it).
+#[path = "console_redact.rs"]
+mod console_redact;
+
+/// The console layer; its output goes through the same redaction as the exported data.
+fn console_layer(log: &LogSettings, redact_keys: &[String]) -> Option<BoxedLayer> {
+    use console_redact::{RedactEvent, RedactFields};
+    use tracing_subscriber::fmt::format::{DefaultFields, JsonFields, Pretty};
     if !log.enabled {
         return None;
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let redactor = integra_observe_core::Redactor::new(redact_keys.to_vec());
     let layer = tracing_subscriber::fmt::layer().with_ansi(ansi);
+    let format = tracing_subscriber::fmt::format();
     Some(match log.format {
-        LogFormat::Json => Box::new(layer.json().flatten_event(true).with_current_span(true)),
-        LogFormat::Compact => Box::new(layer.compact()),
-        _ => Box::new(layer.pretty()),
+        LogFormat::Json => Box::new(
+            layer
+                .with_ansi(false)
+                .fmt_fields(RedactFields::new(JsonFields::new(), redactor.clone()))
+                .event_format(RedactEvent::new(
+                    format.json().flatten_event(true).with_current_span(true),
+                    redactor,
+                )),
+        ),
+        LogFormat::Compact => Box::new(
+            layer
+                .fmt_fields(RedactFields::new(DefaultFields::new(), redactor.clone()))
+                .event_format(RedactEvent::new(format.compact(), redactor)),
+        ),
+        _ => Box::new(
+            layer
+                .fmt_fields(RedactFields::new(Pretty::default(), redactor.clone()))
+                .event_format(RedactEvent::new(format.pretty(), redactor)),
+        ),
     })
 }
 
