@@ -246,6 +246,7 @@ fn report_panic(dispatch: &Dispatch, message: &str) {
 ///         })
 ///         .await
 /// }
+/// # fn main() {} // the handler must be at the crate root, as in a Worker's lib.rs
 /// ```
 #[derive(Debug, Clone)]
 pub struct WorkerTracer {
