@@ -136,6 +136,9 @@ thread_local! {
     static RNG: std::cell::Cell<u64> = std::cell::Cell::new(seed());
 }
 
+/// The deepest nesting of entered spans kept per thread.
+const MAX_ACTIVE: usize = 1024;
+
 struct Active {
     id: u64,
     cx: integra_observe_core::SpanContext,
@@ -285,6 +288,11 @@ where
     }
 
     fn on_event(&self, event: &TracingEvent<'_>, ctx: Context<'_, S>) {
+        // The common case, an event in the entered span, answered from the thread's stack: an
+        // unsampled span (or none) records nothing, without a registry lookup.
+        if event.is_contextual() && !active_is_sampled() {
+            return;
+        }
         let span = match event.parent() {
             Some(p) => ctx.span(p),
             None if event.is_contextual() => ctx.lookup_current(),
@@ -328,6 +336,10 @@ where
         };
         let _ = ACTIVE.try_with(|a| {
             if let Ok(mut a) = a.try_borrow_mut() {
+                // Entered and never exited (a leaked guard) must not grow it without bound.
+                if a.len() >= MAX_ACTIVE {
+                    a.remove(0);
+                }
                 a.push(Active {
                     id: id.into_u64(),
                     cx,
@@ -412,6 +424,19 @@ where
             instrumentation_scope: self.shared.scope.clone(),
         });
     }
+}
+
+/// Whether the span entered last on this thread is sampled (`false` outside any span).
+fn active_is_sampled() -> bool {
+    ACTIVE
+        .try_with(|a| {
+            a.try_borrow()
+                .ok()
+                .and_then(|a| a.last().map(|e| e.cx.sampled))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 fn truncate<T>(v: &mut Vec<T>, limit: u32) -> u32 {
@@ -711,5 +736,195 @@ impl ActiveSpan for RecorderActiveSpan {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Mutex;
+
+    use integra_observe_core::{FinishedSpan, Sampler, SamplerKind, SpanSink};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<FinishedSpan>>);
+
+    impl SpanSink for Capture {
+        fn on_end(&self, span: &FinishedSpan) {
+            self.0.lock().unwrap().push(span.clone());
+        }
+    }
+
+    /// Runs `f` under a subscriber with a local pipeline (no export) and returns what it recorded.
+    fn record(sampler: Sampler, f: impl FnOnce()) -> Vec<FinishedSpan> {
+        let sink = Arc::new(Capture::default());
+        let service = integra_observe_core::Config::new()
+            .service_name("t")
+            .resolve()
+            .settings
+            .service;
+        let backend = crate::init(
+            crate::Pipeline::new(None, sampler).with_sink(sink.clone()),
+            &service,
+        )
+        .unwrap();
+        let subscriber = tracing_subscriber::registry().with(backend.layer());
+        tracing::subscriber::with_default(subscriber, f);
+        let spans = std::mem::take(&mut *sink.0.lock().unwrap());
+        spans
+    }
+
+    fn attr<'a>(span: &'a FinishedSpan, key: &str) -> Option<&'a str> {
+        span.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    use super::*;
+
+    #[test]
+    fn parents_names_kinds_fields_events_and_status() {
+        let spans = record(Sampler::new(SamplerKind::AlwaysOn, true), || {
+            let outer = tracing::info_span!(
+                "outer",
+                otel.name = "GET /x",
+                otel.kind = "server",
+                user.id = 42_i64
+            );
+            let _o = outer.enter();
+            let inner = tracing::info_span!("inner", note = tracing::field::Empty);
+            inner.record("note", "later");
+            let _i = inner.enter();
+            tracing::info!(k = 1_i64, "hello");
+            tracing::error!("it failed");
+        });
+        assert_eq!(spans.len(), 2);
+        let (inner, outer) = (&spans[0], &spans[1]);
+        assert_eq!(outer.name, "GET /x");
+        assert_eq!(outer.kind, integra_observe_core::SpanKind::Server);
+        assert_eq!(attr(outer, "user.id"), Some("42"));
+        assert_eq!(inner.trace_id, outer.trace_id);
+        assert_eq!(inner.parent_span_id, Some(outer.span_id));
+        assert_eq!(outer.parent_span_id, None);
+        assert_eq!(attr(inner, "note"), Some("later"));
+        let names: Vec<_> = inner.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["hello", "it failed"]);
+        assert!(
+            inner.error.is_some(),
+            "an ERROR event marks its span as failed"
+        );
+        assert!(outer.error.is_none());
+    }
+
+    #[test]
+    fn unsampled_spans_are_not_recorded_but_have_ids() {
+        let mut seen = None;
+        let spans = record(Sampler::new(SamplerKind::AlwaysOff, true), || {
+            let _s = tracing::info_span!("op").entered();
+            tracing::info!("inside");
+            seen = RecorderActiveSpan.current();
+        });
+        assert!(spans.is_empty());
+        let cx = seen.expect("an unsampled span still has ids (for propagation)");
+        assert!(!cx.sampled);
+        assert!(cx.trace_id.is_valid() && cx.span_id.is_valid());
+    }
+
+    #[test]
+    fn a_remote_parent_given_at_creation_decides_and_keeps_the_fields() {
+        let trace =
+            integra_observe_core::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let parent = integra_observe_core::SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        // The root sampler says no; the caller's sampled flag says yes.
+        let spans = record(Sampler::new(SamplerKind::AlwaysOff, true), || {
+            let span = crate::with_remote_parent(trace, parent, 0x01, Some("k=v"), || {
+                tracing::info_span!("server", route = "/x")
+            });
+            let _e = span.enter();
+            let _child = tracing::info_span!("child").entered();
+        });
+        assert_eq!(spans.len(), 2);
+        let server = spans.iter().find(|s| s.name == "server").unwrap();
+        assert_eq!(server.trace_id, trace);
+        assert_eq!(server.parent_span_id, Some(parent));
+        assert!(server.parent_is_remote);
+        assert_eq!(attr(server, "route"), Some("/x"));
+        // And an unsampled caller keeps the trace unsampled under an always-on root sampler.
+        let spans = record(Sampler::new(SamplerKind::AlwaysOn, true), || {
+            let span = crate::with_remote_parent(trace, parent, 0x00, None, || {
+                tracing::info_span!("server")
+            });
+            let _e = span.enter();
+        });
+        assert!(spans.is_empty());
+    }
+
+    #[test]
+    fn ratio_sampling_matches_the_sdk_algorithm() {
+        let s = Sampler::new(SamplerKind::TraceIdRatio(0.5), false);
+        // Low 8 bytes >> 1 below 2^62 is sampled at ratio 0.5.
+        let low = TraceId::from_bytes(
+            [0xff; 8]
+                .into_iter()
+                .chain([0x00; 8])
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+        );
+        let high = TraceId::from_bytes(
+            [0x00; 8]
+                .into_iter()
+                .chain([0xff; 8])
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+        );
+        assert!(sample_root(&s, low));
+        assert!(!sample_root(&s, high));
+        assert!(!sample_root(
+            &Sampler::new(SamplerKind::TraceIdRatio(0.0), false),
+            low
+        ));
+        assert!(sample_root(
+            &Sampler::new(SamplerKind::TraceIdRatio(1.0), false),
+            high
+        ));
+    }
+
+    #[test]
+    fn limits_drop_what_is_over() {
+        let sink = Arc::new(Capture::default());
+        let service = integra_observe_core::Config::new()
+            .service_name("t")
+            .resolve()
+            .settings
+            .service;
+        let limits = integra_observe_core::Config::from_env_vars([
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2"),
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", "3"),
+        ])
+        .resolve()
+        .settings
+        .limits;
+        let backend = crate::init(
+            crate::Pipeline::new(None, Sampler::new(SamplerKind::AlwaysOn, true))
+                .with_sink(sink.clone())
+                .with_limits(limits),
+            &service,
+        )
+        .unwrap();
+        let subscriber = tracing_subscriber::registry().with(backend.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let _s = tracing::info_span!("op", a = 1_i64, b = 2_i64, c = 3_i64).entered();
+            for i in 0..10 {
+                tracing::info!(i, "e");
+            }
+        });
+        let spans = sink.0.lock().unwrap();
+        assert_eq!(spans[0].attributes.len(), 2);
+        assert_eq!(spans[0].events.len(), 3);
     }
 }
