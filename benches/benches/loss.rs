@@ -5,8 +5,9 @@
 //!   exporter: lost = produced − what reached the exporter;
 //! - (f) the OpenTelemetry API directly, over the same pipeline;
 //! - integra-observe with Sentry and OTLP on (closed ports, so nothing is delivered): what its
-//!   `Guard::stats()` accounts for, and what it does not, once the spans its queue held have been
-//!   retried and given up (it waits for that, at most 120 s).
+//!   `Guard::stats()` accounts for, and what it does not, after `Guard::shutdown` (bounded by the
+//!   1 s timeout of `ours_config`): the spans its queue still held were retried until then and
+//!   are counted `send_failed`.
 //!
 //! Run with `cargo bench -p integra-observe-benches --bench loss`. Without `--bench` (as under
 //! `cargo test`) it makes 10,000 spans instead.
@@ -49,23 +50,17 @@ fn upstream(pipeline: &'static str, stack: Stack, n: u64) -> Row {
     }
 }
 
-/// How long `ours` waits, after the last span, for every span to be sent or counted as dropped:
-/// the spans its queue holds (at most 2048) are retried against the closed port first.
-const SETTLE: Duration = Duration::from_secs(120);
-
 fn ours(n: u64) -> Row {
     let stack = Stack::ours(SamplerKind::AlwaysOn).expect("integra-observe builds");
     let elapsed = produce(&stack, n);
     let guard = stack.guard().expect("ours has a guard");
+    // The spans the queue still holds are retried against the closed port until shutdown's
+    // deadline (the 1 s of `ours_config`), then counted `send_failed`; the counters are final
+    // once `shutdown` returns.
     let start = Instant::now();
-    let otlp = loop {
-        let otlp = guard.stats().get("otlp").unwrap_or_default();
-        if otlp.sent + otlp.dropped() >= n || start.elapsed() >= SETTLE {
-            break otlp;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let settled = start.elapsed();
+    let flushed = guard.shutdown();
+    let took = start.elapsed();
+    let otlp = guard.stats().get("otlp").unwrap_or_default();
     let accounted = otlp.sent + otlp.dropped();
     Row {
         pipeline: "ours: Sentry + OTLP (closed port), sampled",
@@ -79,14 +74,14 @@ fn ours(n: u64) -> Row {
         ),
         lost: n.saturating_sub(otlp.sent).to_string(),
         exposed: format!(
-            "{} of {} drops counted (`Guard::stats`: queue_full {}, send_failed {}); {} unaccounted \
-             {:.1} s after the last span",
+            "{} of {} drops counted (`Guard::stats`: queue_full {}, send_failed {}); {} \
+             unaccounted after `Guard::shutdown` ({:.2} s, timeout 1 s, flushed: {flushed})",
             otlp.dropped(),
             n.saturating_sub(otlp.sent),
             otlp.dropped_queue_full,
             otlp.dropped_send_failed,
             n.saturating_sub(accounted),
-            settled.as_secs_f64()
+            took.as_secs_f64()
         ),
     }
 }

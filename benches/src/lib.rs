@@ -4,8 +4,10 @@
 //!
 //! Every stack is built the same way and used through [`Stack::run`], which scopes its subscriber
 //! (and, for the naive stack, its Sentry hub) to the calling thread, so the baselines and ours
-//! share one process set-up. Nothing here may reach the network: the exporters and the transport
-//! drop what they get, and integra-observe points at closed loopback ports.
+//! share one process set-up. Nothing here reaches the network on its own: the exporters and the
+//! transport drop what they get, and integra-observe points at closed loopback ports unless a
+//! benchmark gives [`Stack::ours_with`] another endpoint (`backpressure`: a real receiver, a
+//! listener that never answers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -228,7 +230,13 @@ impl Stack {
     /// integra-observe with Sentry and OTLP both on ([`ours_config`]), built with
     /// `integra_observe::try_build` and not installed globally.
     pub fn ours(root: SamplerKind) -> Result<Self, InitError> {
-        let (dispatch, guard) = integra_observe::try_build(ours_config(root))?;
+        Self::ours_with(ours_config(root))
+    }
+
+    /// integra-observe built from `config` with `integra_observe::try_build` and not installed
+    /// globally: [`ours_config`] with another endpoint, or the defaults.
+    pub fn ours_with(config: Config) -> Result<Self, InitError> {
+        let (dispatch, guard) = integra_observe::try_build(config)?;
         let mut stack = Self::with_dispatch(dispatch);
         stack.guard = Some(guard);
         Ok(stack)

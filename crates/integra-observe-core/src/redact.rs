@@ -51,11 +51,16 @@ fn normalize(key: &str) -> String {
 /// Whether the value of `key` is a secret by [`DEFAULT_SECRET_KEYS`] plus `extra` keys.
 pub fn is_secret_key(key: &str, extra: &[String]) -> bool {
     let key = normalize(key);
+    patterns(extra).iter().any(|k| key.contains(k.as_str()))
+}
+
+/// The secret keys, normalized once: a redactor checks many keys per span.
+fn patterns(extra: &[String]) -> std::sync::Arc<[String]> {
     DEFAULT_SECRET_KEYS
         .iter()
         .map(|k| normalize(k))
         .chain(extra.iter().map(|k| normalize(k)))
-        .any(|k| key.contains(&k))
+        .collect()
 }
 
 /// The one redaction step both pipelines use (span attributes and events, Sentry event fields,
@@ -63,14 +68,15 @@ pub fn is_secret_key(key: &str, extra: &[String]) -> bool {
 /// (`Bearer`/`Basic` credentials, user info in URLs, secret query parameters).
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    extra_keys: Vec<String>,
+    /// Default and extra keys, normalized.
+    patterns: std::sync::Arc<[String]>,
     max_value_len: usize,
 }
 
 impl Default for Redactor {
     fn default() -> Self {
         Redactor {
-            extra_keys: Vec::new(),
+            patterns: patterns(&[]),
             max_value_len: usize::MAX,
         }
     }
@@ -80,8 +86,8 @@ impl Redactor {
     /// A redactor with the default keys plus `extra_keys`.
     pub fn new(extra_keys: Vec<String>) -> Self {
         Redactor {
-            extra_keys,
-            ..Self::default()
+            patterns: patterns(&extra_keys),
+            max_value_len: usize::MAX,
         }
     }
 
@@ -93,7 +99,8 @@ impl Redactor {
 
     /// Whether the value of `key` is a secret.
     pub fn is_secret(&self, key: &str) -> bool {
-        is_secret_key(key, &self.extra_keys)
+        let key = normalize(key);
+        self.patterns.iter().any(|k| key.contains(k.as_str()))
     }
 
     /// The value to keep for `key` (secrets masked, then truncated to the length limit): `None`

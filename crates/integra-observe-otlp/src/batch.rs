@@ -360,10 +360,14 @@ impl SpanProcessor for BatchProcessor {
         if !self.begin_shutdown(deadline) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
+        // The worker gives up what it holds at `deadline` and counts it as `send_failed`; waiting a
+        // moment longer lets that count land before the caller reads the counters, so every
+        // span ends in exactly one of them. (The backend's own bound leaves room for this.)
+        let counted_by = deadline + SHUTDOWN_GRACE;
         let mut state = lock(&self.shared.state);
         while !state.stopped {
             state =
-                wait_done(&self.shared, state, deadline).ok_or(OTelSdkError::Timeout(timeout))?;
+                wait_done(&self.shared, state, counted_by).ok_or(OTelSdkError::Timeout(timeout))?;
         }
         drop(state);
         // The worker has set `stopped` and is returning: joining does not wait for anything.
@@ -393,6 +397,9 @@ impl Drop for BatchProcessor {
         self.begin_shutdown(deadline_after(timeout));
     }
 }
+
+/// How long shutdown waits past its deadline for the worker to count what it gave up.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(50);
 
 fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();

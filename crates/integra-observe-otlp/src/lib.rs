@@ -333,7 +333,12 @@ impl OtlpBackend {
         // The batch worker gives an unfinished export up at its own deadline. A little before
         // ours, so that it has dropped the export before the runtime stops under it (a tokio
         // timer polled after that panics).
-        let worker_timeout = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
+        // The margin also covers the processor's short wait past its deadline for the worker to
+        // count what it gave up (`batch::SHUTDOWN_GRACE`, 50 ms).
+        let margin = (timeout / 10)
+            .clamp(Duration::from_millis(60), Duration::from_millis(100))
+            .min(timeout / 2);
+        let worker_timeout = timeout.saturating_sub(margin);
         let ok = run_bounded(timeout, move || {
             let mut ok = true;
             for p in &shared.processors {

@@ -148,7 +148,12 @@ impl Guard {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push((name, stats));
-                    tracing::info!(target: "integra_observe", backend = name, flushed = ok, "shut down: {stats}");
+                    // One line per backend; a warning when anything was lost, with the exact counts.
+                    if stats.dropped() > 0 {
+                        tracing::warn!(target: "integra_observe", backend = name, flushed = ok, "shut down, data was dropped: {stats}");
+                    } else {
+                        tracing::info!(target: "integra_observe", backend = name, flushed = ok, "shut down: {stats}");
+                    }
                 }
                 Err(_) => {
                     tracing::warn!(target: "integra_observe", timeout_ms = self.timeout.as_millis() as u64,
