@@ -193,7 +193,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let parent = if let Some(p) = attrs.parent() {
             ctx.span(p)
-        } else if attrs.is_contextual() {
+        } else if attrs.is_contextual() && !no_active_span() {
             ctx.lookup_current()
         } else {
             None
@@ -424,6 +424,14 @@ where
             instrumentation_scope: self.shared.scope.clone(),
         });
     }
+}
+
+/// Whether no span of ours is entered on this thread: a new span is then a root, without asking
+/// the registry.
+fn no_active_span() -> bool {
+    ACTIVE
+        .try_with(|a| a.try_borrow().is_ok_and(|a| a.is_empty()))
+        .unwrap_or(false)
 }
 
 /// Whether the span entered last on this thread is sampled (`false` outside any span).
