@@ -398,7 +398,7 @@ pub fn spotlight_items(item_type: &str) -> Vec<Value> {
 pub fn fault_server(
     respond: impl Fn(usize) -> (u16, Vec<(String, String)>) + Send + 'static,
 ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead, Read, Write};
+    use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -407,34 +407,7 @@ pub fn fault_server(
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = std::io::BufReader::new(stream);
-            loop {
-                // One request: headers, then the body by content-length.
-                let mut length = 0usize;
-                let mut line = String::new();
-                let mut got_any = false;
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    got_any = true;
-                    let l = line.trim_end();
-                    if l.is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = l.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                if !got_any {
-                    break;
-                }
-                let mut body = vec![0u8; length];
-                if reader.read_exact(&mut body).is_err() {
-                    break;
-                }
+            while read_http_request(&mut reader).is_some() {
                 let i = seen.fetch_add(1, Ordering::SeqCst);
                 let (status, headers) = respond(i);
                 let mut resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n");
@@ -469,7 +442,7 @@ pub struct Reply {
 pub fn reply_server(
     respond: impl Fn(usize) -> Reply + Send + Sync + 'static,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
-    use std::io::{BufRead, Read, Write};
+    use std::io::Write;
     use std::sync::{Arc, Mutex};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -482,33 +455,7 @@ pub fn reply_server(
             // A connection per thread: a client may open a second one while the first waits.
             std::thread::spawn(move || {
                 let mut reader = std::io::BufReader::new(stream);
-                loop {
-                    let mut length = 0usize;
-                    let mut line = String::new();
-                    let mut got_any = false;
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            break;
-                        }
-                        got_any = true;
-                        let l = line.trim_end();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = l.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    if !got_any {
-                        break;
-                    }
-                    let mut body = vec![0u8; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        break;
-                    }
+                while let Some(body) = read_http_request(&mut reader) {
                     let i = {
                         let mut all = seen.lock().unwrap();
                         all.push(body);
@@ -887,4 +834,34 @@ pub fn esbuild_ts(path: &std::path::Path) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Reads one HTTP/1.1 request (headers, then the body by `content-length`) and returns its body;
+/// `None` at the end of the connection or on a read error.
+fn read_http_request(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut length = 0usize;
+    let mut line = String::new();
+    let mut got_any = false;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        got_any = true;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    if !got_any {
+        return None;
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
 }
