@@ -50,8 +50,7 @@ fn normalize(key: &str) -> String {
 
 /// Whether the value of `key` is a secret by [`DEFAULT_SECRET_KEYS`] plus `extra` keys.
 pub fn is_secret_key(key: &str, extra: &[String]) -> bool {
-    let key = normalize(key);
-    patterns(extra).iter().any(|k| key.contains(k.as_str()))
+    Redactor::new(extra.to_vec()).is_secret(key)
 }
 
 /// The secret keys, normalized once: a redactor checks many keys per span.

@@ -306,7 +306,7 @@ where
         let meta = event.metadata();
         let mut attributes = Vec::with_capacity(meta.fields().len() + 5);
         attributes.push(KeyValue::new("level", meta.level().as_str()));
-        attributes.push(KeyValue::new("target", Value::from(target_of(meta))));
+        attributes.push(KeyValue::new("target", Value::from(meta.target())));
         let mut visitor = EventVisitor {
             name: None,
             attributes,
@@ -479,11 +479,6 @@ fn apply_error(rec: &mut Recording, e: ErrorInfo) {
     }
     rec.events
         .push(Event::new("exception", SystemTime::now(), attrs, 0));
-}
-
-/// `log` records arrive with the target `log`; their own target is in a field.
-fn target_of(meta: &'static tracing::Metadata<'static>) -> &'static str {
-    meta.target()
 }
 
 fn push_location(attributes: &mut Vec<KeyValue>, meta: &'static tracing::Metadata<'static>) {
@@ -767,17 +762,18 @@ mod tests {
 
     /// Runs `f` under a subscriber with a local pipeline (no export) and returns what it recorded.
     fn record(sampler: Sampler, f: impl FnOnce()) -> Vec<FinishedSpan> {
+        record_in(crate::Pipeline::new(None, sampler), f)
+    }
+
+    /// [`record`] with a pipeline of the test's making.
+    fn record_in(pipeline: crate::Pipeline<'_>, f: impl FnOnce()) -> Vec<FinishedSpan> {
         let sink = Arc::new(Capture::default());
         let service = integra_observe_core::Config::new()
             .service_name("t")
             .resolve()
             .settings
             .service;
-        let backend = crate::init(
-            crate::Pipeline::new(None, sampler).with_sink(sink.clone()),
-            &service,
-        )
-        .unwrap();
+        let backend = crate::init(pipeline.with_sink(sink.clone()), &service).unwrap();
         let subscriber = tracing_subscriber::registry().with(backend.layer());
         tracing::subscriber::with_default(subscriber, f);
         let spans = std::mem::take(&mut *sink.0.lock().unwrap());
@@ -874,22 +870,8 @@ mod tests {
     fn ratio_sampling_matches_the_sdk_algorithm() {
         let s = Sampler::new(SamplerKind::TraceIdRatio(0.5), false);
         // Low 8 bytes >> 1 below 2^62 is sampled at ratio 0.5.
-        let low = TraceId::from_bytes(
-            [0xff; 8]
-                .into_iter()
-                .chain([0x00; 8])
-                .collect::<Vec<_>>()
-                .try_into()
-                .unwrap(),
-        );
-        let high = TraceId::from_bytes(
-            [0x00; 8]
-                .into_iter()
-                .chain([0xff; 8])
-                .collect::<Vec<_>>()
-                .try_into()
-                .unwrap(),
-        );
+        let low = TraceId::from_bytes((u128::from(u64::MAX) << 64).to_be_bytes());
+        let high = TraceId::from_bytes(u128::from(u64::MAX).to_be_bytes());
         assert!(sample_root(&s, low));
         assert!(!sample_root(&s, high));
         assert!(!sample_root(
@@ -904,12 +886,6 @@ mod tests {
 
     #[test]
     fn limits_drop_what_is_over() {
-        let sink = Arc::new(Capture::default());
-        let service = integra_observe_core::Config::new()
-            .service_name("t")
-            .resolve()
-            .settings
-            .service;
         let limits = integra_observe_core::Config::from_env_vars([
             ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2"),
             ("OTEL_SPAN_EVENT_COUNT_LIMIT", "3"),
@@ -917,21 +893,14 @@ mod tests {
         .resolve()
         .settings
         .limits;
-        let backend = crate::init(
-            crate::Pipeline::new(None, Sampler::new(SamplerKind::AlwaysOn, true))
-                .with_sink(sink.clone())
-                .with_limits(limits),
-            &service,
-        )
-        .unwrap();
-        let subscriber = tracing_subscriber::registry().with(backend.layer());
-        tracing::subscriber::with_default(subscriber, || {
+        let pipeline = crate::Pipeline::new(None, Sampler::new(SamplerKind::AlwaysOn, true))
+            .with_limits(limits);
+        let spans = record_in(pipeline, || {
             let _s = tracing::info_span!("op", a = 1_i64, b = 2_i64, c = 3_i64).entered();
             for i in 0..10 {
                 tracing::info!(i, "e");
             }
         });
-        let spans = sink.0.lock().unwrap();
         assert_eq!(spans[0].attributes.len(), 2);
         assert_eq!(spans[0].events.len(), 3);
     }
