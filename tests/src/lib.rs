@@ -197,6 +197,56 @@ impl Otelite {
         });
         last
     }
+
+    /// The first span of `service`'s traces that `pred` accepts, polling until `timeout`.
+    pub fn find_span(
+        &self,
+        service: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let agent = agent();
+        let mut attempt = 0;
+        poll(timeout, || {
+            attempt += 1;
+            // The list API caches per query: vary `limit` on every poll.
+            let list: Value = agent
+                .get(&format!(
+                    "{}/api/traces?service={service}&limit={}",
+                    self.url,
+                    100 + attempt
+                ))
+                .call()
+                .ok()?
+                .into_json()
+                .ok()?;
+            list["traces"].as_array()?.iter().find_map(|t| {
+                let trace: Value = agent
+                    .get(&format!(
+                        "{}/api/traces/{}",
+                        self.url,
+                        t["trace_id"].as_str()?
+                    ))
+                    .call()
+                    .ok()?
+                    .into_json()
+                    .ok()?;
+                trace["spans"].as_array()?.iter().find(|s| pred(s)).cloned()
+            })
+        })
+    }
+}
+
+/// A fresh `CF-Ray` value per call: 16 hex digits and `colo`.
+pub fn new_ray(colo: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::thread::sleep(Duration::from_micros(1));
+    format!(
+        "{:016x}-{colo}",
+        (nanos as u64) ^ (u64::from(std::process::id()) << 40)
+    )
 }
 
 /// The OTLP endpoints of the running otelite: `(protocol, endpoint)` for gRPC and HTTP.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use integra_observe::backends::cloudflare::{derive_span_id, derive_trace_id, edge_header};
 use integra_observe_tests::{
-    esbuild_ts, free_port, poll, post, server_env, Bugsink, Otelite, Service, Workerd,
+    esbuild_ts, free_port, new_ray, poll, post, server_env, Bugsink, Otelite, Service, Workerd,
 };
 use serde_json::Value;
 
@@ -22,18 +22,6 @@ fn repo_file(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(path)
-}
-
-/// A fresh ray id per call: 16 hex digits and a colo.
-fn new_ray(colo: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    std::thread::sleep(Duration::from_micros(1));
-    format!(
-        "{:016x}-{colo}",
-        (nanos as u64) ^ (u64::from(std::process::id()) << 40)
-    )
 }
 
 fn now() -> u64 {
@@ -261,41 +249,12 @@ fn the_worker_and_the_service_share_one_trace_id() {
 /// The server span of the request with `x-request-id: request_id`, from otelite's list of the
 /// service's traces.
 fn server_span_by_request_id(service: &str, request_id: &str) -> Value {
-    let url = server_env("INTEGRA_TEST_OTELITE_URL");
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(5))
-        .build();
-    let mut attempt = 0;
-    poll(Duration::from_secs(15), || {
-        attempt += 1;
-        // The list API caches per query: vary `limit` on every poll.
-        let list: Value = agent
-            .get(&format!(
-                "{url}/api/traces?service={service}&limit={}",
-                100 + attempt
-            ))
-            .call()
-            .ok()?
-            .into_json()
-            .ok()?;
-        list["traces"].as_array()?.iter().find_map(|t| {
-            let trace: Value = agent
-                .get(&format!("{url}/api/traces/{}", t["trace_id"].as_str()?))
-                .call()
-                .ok()?
-                .into_json()
-                .ok()?;
-            trace["spans"]
-                .as_array()?
-                .iter()
-                .find(|s| {
-                    s["kind"] == "Server"
-                        && s["attributes"]["http.request.header.x-request-id"] == request_id
-                })
-                .cloned()
+    Otelite::from_env()
+        .find_span(service, Duration::from_secs(15), |s| {
+            s["kind"] == "Server"
+                && s["attributes"]["http.request.header.x-request-id"] == request_id
         })
-    })
-    .unwrap_or_else(|| panic!("the server span of request {request_id} in otelite"))
+        .unwrap_or_else(|| panic!("the server span of request {request_id} in otelite"))
 }
 
 #[test]

@@ -20,24 +20,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use integra_observe::backends::cloudflare::{derive_span_id, derive_trace_id};
-use integra_observe_tests::{poll, server_env, Bugsink, Otelite, Service};
+use integra_observe_tests::{new_ray, poll, server_env, Bugsink, Otelite, Service};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scenario");
 /// The edge secret the Worker signs with and the backend verifies with.
 const EDGE_SECRET: &str = "rust-worker-test-secret-of-32-bytes!";
-
-/// A fresh ray id per call: 16 hex digits and a colo.
-fn new_ray(colo: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    std::thread::sleep(Duration::from_micros(1));
-    format!(
-        "{:016x}-{colo}",
-        (nanos as u64) ^ (u64::from(std::process::id()) << 40)
-    )
-}
 
 /// The built Worker (`index.js` and `index_bg.wasm`), or `None` when the wasm step is skipped.
 fn built_worker() -> Option<PathBuf> {

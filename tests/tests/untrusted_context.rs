@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use integra_observe_tests::{poll, post, server_env, Service};
-use serde_json::Value;
+use integra_observe_tests::{post, server_env, Otelite, Service};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scenario");
 
@@ -34,40 +33,12 @@ fn an_untrusted_callers_context_is_linked_not_continued() {
     );
     edge.stop();
 
-    let url = server_env("INTEGRA_TEST_OTELITE_URL");
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(5))
-        .build();
-    let mut attempt = 0;
-    // The list API caches per query: vary `limit` on every poll.
-    let server = poll(Duration::from_secs(10), || {
-        attempt += 1;
-        let list: Value = agent
-            .get(&format!(
-                "{url}/api/traces?service=svc-public-edge&limit={}",
-                100 + attempt
-            ))
-            .call()
-            .ok()?
-            .into_json()
-            .ok()?;
-        // The edge's traces: the request to /hop, and the request that stopped it.
-        list["traces"].as_array()?.iter().find_map(|t| {
-            let trace_id = t["trace_id"].as_str()?;
-            let trace: Value = agent
-                .get(&format!("{url}/api/traces/{trace_id}"))
-                .call()
-                .ok()?
-                .into_json()
-                .ok()?;
-            trace["spans"]
-                .as_array()?
-                .iter()
-                .find(|s| s["kind"] == "Server" && s["attributes"]["http.route"] == "/hop")
-                .cloned()
+    // The edge's traces: the request to /hop, and the request that stopped it.
+    let server = Otelite::from_env()
+        .find_span("svc-public-edge", Duration::from_secs(10), |s| {
+            s["kind"] == "Server" && s["attributes"]["http.route"] == "/hop"
         })
-    })
-    .expect("the edge's server span in otelite");
+        .expect("the edge's server span in otelite");
     assert_ne!(
         server["trace_id"], chosen,
         "the caller did not choose the trace id"
